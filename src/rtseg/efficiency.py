@@ -1,0 +1,106 @@
+"""Efficiency measurement: parameters, MACs / FLOPs and latency, with every condition recorded."""
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["count_parameters", "count_flops", "measure_latency", "COUNTED_OPERATIONS"]
+
+# What torch.utils.flop_counter counts: the matrix-multiply and convolution family (forward).
+# Element-wise work (BN at inference, activations, additions, pooling, interpolation, softmax) is
+# not counted, which is also the convention of the papers' MAC tables.
+COUNTED_OPERATIONS = "convolution (incl. transposed, grouped, depthwise), mm, addmm, bmm, baddbmm, matmul, scaled dot-product attention"
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def count_flops(model: nn.Module, size: tuple[int, int] = (512, 1024), batch: int = 1) -> dict[str, int]:
+    """FLOPs and MACs of one forward pass at ``size`` (H, W); FLOPs = 2 x MACs for the counted operations."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.zeros(batch, 3, *size, device=device)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(x)
+    model.train(was_training)
+    flops = int(counter.get_total_flops())
+    return {"flops": flops, "macs": flops // 2}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_latency(
+    model: nn.Module,
+    size: tuple[int, int] = (512, 1024),
+    batch: int = 1,
+    device: str | torch.device = "cpu",
+    warmup: int = 5,
+    iters: int = 20,
+    dtype: torch.dtype = torch.float32,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Latency of the forward pass in eval mode under ``torch.inference_mode``, synchronised on CUDA.
+
+    Returns mean / median / p90 in milliseconds, FPS (images per second, batch counted) and the conditions.
+    """
+    device = torch.device(device)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    model = model.to(device=device, dtype=dtype).eval()
+    x = torch.randn(batch, 3, *size, device=device, dtype=dtype)
+    times: list[float] = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        _sync(device)
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            model(x)
+            _sync(device)
+            times.append((time.perf_counter() - t0) * 1000.0)
+    times_sorted = sorted(times)
+    p90 = times_sorted[min(len(times_sorted) - 1, int(round(0.9 * (len(times_sorted) - 1))))]
+    mean = statistics.fmean(times)
+    return {
+        "latency_ms_mean": mean,
+        "latency_ms_median": statistics.median(times),
+        "latency_ms_p90": p90,
+        "latency_ms_min": times_sorted[0],
+        "fps": 1000.0 * batch / mean,
+        "conditions": conditions(device, size, batch, warmup, iters, dtype),
+    }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def conditions(device: torch.device, size, batch: int, warmup: int, iters: int, dtype: torch.dtype) -> dict[str, Any]:
+    return {
+        "torch_version": torch.__version__,
+        "device": str(device),
+        "device_name": device_name(device),
+        "threads": torch.get_num_threads(),
+        "size": list(size),
+        "batch": batch,
+        "warmup": warmup,
+        "iters": iters,
+        "dtype": str(dtype).replace("torch.", ""),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "mode": "eval + torch.inference_mode",
+    }

@@ -1,0 +1,219 @@
+"""ESPNet (Mehta et al., "ESPNet: Efficient Spatial Pyramid of Dilated Convolutions for Semantic Segmentation", ECCV 2018).
+
+Module and parameter names follow the official release, so its ``decoder_espnet_p_2_q_8.pth``
+(ESPNet) and ``encoder_espnet_p_2_q_8.pth`` (ESPNet-C) state dicts load with strict key checking.
+Those weights expect the ``espnet`` normalisation preset (BGR, 0-255 mean/std, then /255).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rtseg.models.base import SegmentationModel
+from rtseg.registry import register_model
+
+__all__ = ["CBR", "BR", "ESPDownsampler", "ESPBlock", "InputProjection", "ESPNetEncoder", "ESPNet", "ESPNetC"]
+
+PAPER = "ESPNet (Mehta et al., ECCV 2018)"
+ESP_DILATIONS = (1, 2, 4, 8, 16)
+
+
+class CBR(nn.Module):
+    """Bias-free convolution -> BN(eps 1e-3) -> PReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, (kernel_size - 1) // 2, bias=False)
+        self.bn = nn.BatchNorm2d(out_ch, eps=1e-3)
+        self.act = nn.PReLU(out_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class BR(nn.Module):
+    """BN(eps 1e-3) -> PReLU."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, eps=1e-3)
+        self.act = nn.PReLU(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(x))
+
+
+class _Conv(nn.Module):
+    """Bias-free (optionally dilated) convolution; wrapped so parameter names read ``<name>.conv.weight``."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, dilation: int = 1):
+        super().__init__()
+        pad = (kernel_size - 1) // 2 * dilation
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, pad, dilation=dilation, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class _ESPBase(nn.Module):
+    """Reduce, split, transform with five dilated 3x3 convolutions, merge hierarchically (ESPNet Fig. 1)."""
+
+    def __init__(self, in_ch: int, out_ch: int, reduce_kernel: int, stride: int):
+        super().__init__()
+        n = out_ch // 5
+        n1 = out_ch - 4 * n  # the d=1 branch takes the remainder so the concat has exactly out_ch channels
+        self.c1 = _Conv(in_ch, n, reduce_kernel, stride)
+        self.d1 = _Conv(n, n1, 3, 1, 1)
+        self.d2 = _Conv(n, n, 3, 1, 2)
+        self.d4 = _Conv(n, n, 3, 1, 4)
+        self.d8 = _Conv(n, n, 3, 1, 8)
+        self.d16 = _Conv(n, n, 3, 1, 16)
+
+    def _pyramid(self, x: torch.Tensor) -> torch.Tensor:
+        reduced = self.c1(x)
+        add1 = self.d2(reduced)
+        add2 = add1 + self.d4(reduced)
+        add3 = add2 + self.d8(reduced)
+        add4 = add3 + self.d16(reduced)
+        return torch.cat([self.d1(reduced), add1, add2, add3, add4], 1)
+
+
+class ESPDownsampler(_ESPBase):
+    """Strided ESP module (3x3 stride-2 reduction), followed by BN + PReLU; no residual."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__(in_ch, out_ch, reduce_kernel=3, stride=2)
+        self.bn = nn.BatchNorm2d(out_ch, eps=1e-3)
+        self.act = nn.PReLU(out_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self._pyramid(x)))
+
+
+class ESPBlock(_ESPBase):
+    """ESP module: 1x1 reduction to out/5, hierarchical feature fusion, optional residual, BN + PReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, residual: bool = True):
+        super().__init__(in_ch, out_ch, reduce_kernel=1, stride=1)
+        self.bn = BR(out_ch)
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._pyramid(x)
+        if self.residual:
+            out = out + x
+        return self.bn(out)
+
+
+class InputProjection(nn.Module):
+    """The input image downsampled ``times`` times by 3x3 stride-2 average pooling (image pyramid)."""
+
+    def __init__(self, times: int):
+        super().__init__()
+        self.pool = nn.ModuleList([nn.AvgPool2d(3, stride=2, padding=1) for _ in range(times)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for pool in self.pool:
+            x = pool(x)
+        return x
+
+
+class ESPNetEncoder(nn.Module):
+    """ESPNet-C: the encoder, ``p`` ESP modules at 1/4 and ``q`` at 1/8, classifier at 1/8."""
+
+    def __init__(self, num_classes: int, p: int = 2, q: int = 8):
+        super().__init__()
+        self.level1 = CBR(3, 16, 3, 2)
+        self.sample1 = InputProjection(1)
+        self.sample2 = InputProjection(2)
+        self.b1 = BR(16 + 3)
+        self.level2_0 = ESPDownsampler(16 + 3, 64)
+        self.level2 = nn.ModuleList([ESPBlock(64, 64) for _ in range(p)])
+        self.b2 = BR(128 + 3)
+        self.level3_0 = ESPDownsampler(128 + 3, 128)
+        self.level3 = nn.ModuleList([ESPBlock(128, 128) for _ in range(q)])
+        self.b3 = BR(256)
+        self.classifier = _Conv(256, num_classes, 1)
+
+    def stages(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Intermediate maps the ESPNet decoder reuses."""
+        return _encoder_stages(self, x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(x)["logits"]
+
+
+def _encoder_stages(net: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    # Shared by ESPNetEncoder and ESPNetC, which hold the same submodules at different depths.
+    output0 = net.level1(x)
+    output0_cat = net.b1(torch.cat([output0, net.sample1(x)], 1))
+    output1_0 = net.level2_0(output0_cat)
+    output1 = output1_0
+    for layer in net.level2:
+        output1 = layer(output1)
+    output1_cat = net.b2(torch.cat([output1, output1_0, net.sample2(x)], 1))
+    output2_0 = net.level3_0(output1_cat)
+    output2 = output2_0
+    for layer in net.level3:
+        output2 = layer(output2)
+    output2_cat = net.b3(torch.cat([output2_0, output2], 1))
+    return {"output0": output0, "output1_cat": output1_cat, "logits": net.classifier(output2_cat)}
+
+
+class ESPNetC(SegmentationModel):
+    """ESPNet-C: the encoder's 1/8 logits upsampled bilinearly to the input size."""
+
+    size_divisor = 8
+
+    def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8):
+        super().__init__()
+        self.num_classes = num_classes
+        # Parameters live at the top level so the official encoder weights load without a prefix.
+        enc = ESPNetEncoder(num_classes, p, q)
+        for name, module in enc.named_children():
+            self.add_module(name, module)
+
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
+        logits = _encoder_stages(self, x)["logits"]
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class ESPNet(SegmentationModel):
+    """ESPNet: ESPNet-C plus the light decoder that merges 1/8, 1/4 and 1/2 features (paper Fig. 4d)."""
+
+    size_divisor = 8
+
+    def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8):
+        super().__init__()
+        c = num_classes
+        self.num_classes = c
+        self.encoder = ESPNetEncoder(c, p, q)
+        self.level3_C = _Conv(128 + 3, c, 1)
+        self.br = nn.BatchNorm2d(c, eps=1e-3)
+        self.conv = CBR(16 + c, c, 3, 1)
+        self.up_l3 = nn.Sequential(nn.ConvTranspose2d(c, c, 2, stride=2, bias=False))
+        self.combine_l2_l3 = nn.Sequential(BR(2 * c), ESPBlock(2 * c, c, residual=False))
+        self.up_l2 = nn.Sequential(nn.ConvTranspose2d(c, c, 2, stride=2, bias=False), BR(c))
+        self.classifier = nn.ConvTranspose2d(c, c, 2, stride=2, bias=False)
+
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.encoder.stages(x)
+        up3 = self.up_l3(self.br(s["logits"]))
+        comb = self.up_l2(self.combine_l2_l3(torch.cat([self.level3_C(s["output1_cat"]), up3], 1)))
+        return self.classifier(self.conv(torch.cat([comb, s["output0"]], 1)))
+
+
+_ESPNET_NOTE = "official release (p=2, q=8)"
+
+
+@register_model("espnet", paper=PAPER, normalization="espnet", expected_params=362_949, params_source=_ESPNET_NOTE)
+def espnet(num_classes: int = 19, p: int = 2, q: int = 8) -> ESPNet:
+    """ESPNet with the light decoder."""
+    return ESPNet(num_classes, p, q)
+
+
+@register_model("espnet-c", paper=PAPER, normalization="espnet", expected_params=349_193, params_source=_ESPNET_NOTE)
+def espnet_c(num_classes: int = 19, p: int = 2, q: int = 8) -> ESPNetC:
+    """ESPNet-C: the encoder alone, upsampled 8x bilinearly."""
+    return ESPNetC(num_classes, p, q)
