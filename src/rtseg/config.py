@@ -1,0 +1,155 @@
+"""Training configs: small YAML files naming a recipe, merged over defaults, with ``key=value`` overrides."""
+from __future__ import annotations
+
+import copy
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["DEFAULTS", "ConfigError", "load_config", "apply_overrides", "list_recipes", "resolve_config_path"]
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+# Every key a config may set, with its default. A recipe file sets only what differs.
+DEFAULTS: dict[str, Any] = {
+    "recipe": None,  # a short name, e.g. "fplnet-cityscapes"
+    "description": "",  # where the recipe comes from (paper section)
+    "model": {"name": "erfnet", "num_classes": None, "options": {}},
+    "data": {
+        "dataset": "synthetic",  # synthetic | cityscapes | camvid | folder
+        "root": None,
+        "train_split": "train",
+        "val_split": "val",
+        "image_size": [256, 512],  # H, W the images are resized to before augmentation (synthetic: drawn size)
+        "crop_size": None,  # H, W random crop after scaling (None: no crop)
+        "scale_range": [1.0, 1.0],  # random rescale factor range
+        "hflip": False,
+        "vflip": False,
+        "translate": 0,  # max random translation in pixels
+        "rotate": 0.0,  # max random rotation in degrees
+        "color_jitter": 0.0,
+        "channel_noise": 0.0,
+        "normalization": None,  # preset name; None: the model's own
+        "label_scale": 1,  # labels downsampled by this factor (8 for encoder-only training)
+        "input_scale": 1,  # input downsampled by this factor, labels kept (low-resolution input)
+        "train_samples": 200,  # synthetic only
+        "val_samples": 40,  # synthetic only
+        "seed": 0,  # synthetic only: which scenes are drawn
+    },
+    "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False, "betas": [0.9, 0.999], "eps": 1e-8},
+    "schedule": {
+        "name": "poly",  # poly | step | plateau | constant
+        "power": 0.9,
+        "step_every_epochs": 1,  # poly: update every k epochs (1: every iteration)
+        "step_size": 50,  # step: epochs between decays
+        "gamma": 0.1,  # step / plateau: decay factor
+        "patience": 5,  # plateau
+        "warmup_iters": 0,
+    },
+    "loss": {"ignore_index": 255, "class_weights": None, "class_weight_c": 1.02},  # class_weights: None | enet | median-frequency | [list]
+    "train": {
+        "epochs": 10,
+        "batch_size": 8,
+        "seed": 0,
+        "num_workers": 0,
+        "amp": False,
+        "val_every": 1,
+        "device": "auto",
+        "max_iters_per_epoch": None,
+        "threads": None,
+    },
+    # Multi-stage recipes (e.g. encoder first, then the full network): a list of partial configs
+    # merged over the rest of this file, run in order, each stage starting from the previous one's weights.
+    "stages": None,
+    "output": {"dir": "runs/{recipe}", "keep_last": True},
+}
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any], path: str, schema: dict[str, Any] | None) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        where = f"{path}{key}"
+        if schema is not None and key not in schema:
+            close = difflib.get_close_matches(key, list(schema), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"unknown config key {where!r}{hint}; allowed at this level: {', '.join(schema)}")
+        sub_schema = schema.get(key) if schema is not None else None
+        free_form = key in ("options", "stages") or not isinstance(sub_schema, dict)
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not free_form:
+            out[key] = _merge(out[key], value, where + ".", sub_schema)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def list_recipes() -> list[str]:
+    """Recipe names shipped with rtseg (``rtseg train NAME`` accepts them)."""
+    folder = resources.files("rtseg") / "configs"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A config file path, or the packaged recipe of that name."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = resources.files("rtseg") / "configs" / f"{name_or_path}.yaml"
+    if packaged.is_file():
+        return Path(str(packaged))
+    recipes = list_recipes()
+    close = difflib.get_close_matches(str(name_or_path), recipes, n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ConfigError(f"config {str(name_or_path)!r} is neither a file nor a packaged recipe.{hint} Packaged recipes: {', '.join(recipes)}")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (values parsed as YAML: ``train.epochs=3``, ``data.crop_size=[64,64]``)."""
+    config = copy.deepcopy(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=3)")
+        dotted, text = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        update: dict[str, Any] = {}
+        cursor = update
+        for k in keys[:-1]:
+            cursor = cursor.setdefault(k, {})
+        cursor[keys[-1]] = _parse_value(text)
+        config = _merge(config, update, "", DEFAULTS if keys[0] not in ("stages",) else None)
+    return config
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Read a recipe (file or packaged name), merge it over :data:`DEFAULTS` and apply ``overrides``."""
+    path = resolve_config_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {str(path)!r} must be a mapping of sections, got {type(raw).__name__}")
+    config = _merge(DEFAULTS, raw, "", DEFAULTS)
+    if config["recipe"] is None:
+        config["recipe"] = path.stem
+    config = apply_overrides(config, overrides or [])
+    stages = config.get("stages")
+    if stages is not None:
+        if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
+            raise ConfigError(f"config {str(path)!r}: 'stages' must be a list of mappings")
+        for i, stage in enumerate(stages):
+            body = {k: v for k, v in stage.items() if k != "name"}
+            _merge(config, body, f"stages[{i}].", DEFAULTS)  # validates the keys
+    return config
