@@ -98,7 +98,9 @@ def extract_state_dict(obj: Any, source: str = "weights") -> dict[str, torch.Ten
 
 def _describe_mismatch(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> tuple[str, list, list, list]:
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
+    # Files saved before PyTorch 0.4.1 (the official ESPNet release among them) have no BatchNorm
+    # step counter; it only matters for momentum=None, so its absence is not a mismatch.
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
     shapes = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own if k in state and state[k].shape != own[k].shape]
 

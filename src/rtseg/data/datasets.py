@@ -1,0 +1,141 @@
+"""Datasets: each item is an ``H x W x 3`` uint8 RGB image and an ``H x W`` uint8 label map of train ids."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from rtseg.data.labels import CAMVID, CITYSCAPES, ClassInfo, label_ids_to_train_ids
+from rtseg.data.synthetic import SyntheticScenes
+
+__all__ = ["DatasetError", "read_image", "read_label", "CityscapesDataset", "CamVidDataset", "build_dataset", "dataset_classes"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class DatasetError(ValueError):
+    """A dataset folder or file that cannot be used as it is."""
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as ``H x W x 3`` uint8 RGB; an unreadable file raises naming it."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DatasetError(f"{str(path)!r} is not a readable image: {exc}") from exc
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """A label map file as ``H x W`` uint8 (palette indices for mode P images)."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "P", "I", "I;16"):
+                raise DatasetError(f"label map {str(path)!r} has image mode {im.mode}; expected a single-channel (L or P) PNG")
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DatasetError(f"{str(path)!r} is not a readable label map: {exc}") from exc
+    return arr.astype(np.uint8) if arr.max(initial=0) < 256 else arr
+
+
+class _PairedFolder:
+    classes: ClassInfo
+
+    def __init__(self, pairs: list[tuple[Path, Path]], description: str):
+        if not pairs:
+            raise DatasetError(f"no image / label pairs found in {description}")
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def name(self, index: int) -> str:
+        return self.pairs[index][0].stem
+
+    def convert_label(self, label: np.ndarray) -> np.ndarray:
+        return label
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        img_path, lab_path = self.pairs[index]
+        image = read_image(img_path)
+        label = self.convert_label(read_label(lab_path))
+        if image.shape[:2] != label.shape:
+            raise DatasetError(f"image {str(img_path)!r} is {image.shape[1]}x{image.shape[0]} but its label {str(lab_path)!r} is {label.shape[1]}x{label.shape[0]}")
+        return image, label
+
+
+class CityscapesDataset(_PairedFolder):
+    """Cityscapes fine annotations in the official layout (``leftImg8bit/SPLIT/CITY/*_leftImg8bit.png`` + ``gtFine``)."""
+
+    classes = CITYSCAPES
+
+    def __init__(self, root: str | Path, split: str = "train"):
+        root = Path(root)
+        img_dir, lab_dir = root / "leftImg8bit" / split, root / "gtFine" / split
+        if not img_dir.is_dir():
+            raise DatasetError(f"Cityscapes root {str(root)!r} has no folder leftImg8bit/{split} (expected the official layout)")
+        pairs, missing = [], []
+        for img in sorted(img_dir.glob("*/*_leftImg8bit.png")):
+            lab = lab_dir / img.parent.name / img.name.replace("_leftImg8bit.png", "_gtFine_labelIds.png")
+            (pairs.append((img, lab)) if lab.is_file() else missing.append(str(lab)))
+        if missing:
+            raise DatasetError(f"{len(missing)} Cityscapes image(s) have no label map, e.g. {missing[0]!r}")
+        super().__init__(pairs, f"{img_dir}")
+
+    def convert_label(self, label: np.ndarray) -> np.ndarray:
+        return label_ids_to_train_ids(label)
+
+
+class CamVidDataset(_PairedFolder):
+    """CamVid in the SegNet layout (``train/`` + ``trainannot/``, 11 classes, value 11 = void)."""
+
+    classes = CAMVID
+
+    def __init__(self, root: str | Path, split: str = "train"):
+        root = Path(root)
+        img_dir, lab_dir = root / split, root / f"{split}annot"
+        for d in (img_dir, lab_dir):
+            if not d.is_dir():
+                raise DatasetError(f"CamVid root {str(root)!r} has no folder {d.name}/ (expected the SegNet layout: {split}/ and {split}annot/)")
+        images = {p.name: p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        labels = {p.name: p for p in lab_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        only_img, only_lab = sorted(set(images) - set(labels)), sorted(set(labels) - set(images))
+        if only_img or only_lab:
+            raise DatasetError(
+                f"CamVid {split}: {len(only_img)} image(s) without label (e.g. {only_img[:3]}) and "
+                f"{len(only_lab)} label(s) without image (e.g. {only_lab[:3]}) in {str(root)!r}"
+            )
+        super().__init__([(images[n], labels[n]) for n in sorted(images)], f"{img_dir}")
+
+    def convert_label(self, label: np.ndarray) -> np.ndarray:
+        out = label.copy()
+        out[out == 11] = 255  # void -> the common ignore value
+        return out
+
+
+class _SyntheticWithClasses(SyntheticScenes):
+    classes = CITYSCAPES
+
+
+def dataset_classes(data_cfg: dict[str, Any]) -> ClassInfo:
+    kind = data_cfg.get("dataset", "synthetic")
+    return CAMVID if kind == "camvid" else CITYSCAPES
+
+
+def build_dataset(data_cfg: dict[str, Any], split: str):
+    """The dataset a config's ``data`` section names, for ``split`` (``train`` or ``val``)."""
+    kind = data_cfg.get("dataset", "synthetic")
+    split_name = data_cfg.get(f"{split}_split", split)
+    if kind == "synthetic":
+        n = data_cfg.get(f"{split}_samples", 200)
+        return _SyntheticWithClasses(n, tuple(data_cfg.get("image_size") or (256, 512)), split=split, seed=data_cfg.get("seed", 0))
+    root = data_cfg.get("root")
+    if not root:
+        raise DatasetError(f"data.root must name the {kind} folder (e.g. data.root=/data/{kind})")
+    if kind == "cityscapes":
+        return CityscapesDataset(root, split_name)
+    if kind == "camvid":
+        return CamVidDataset(root, split_name)
+    raise DatasetError(f"unknown dataset {kind!r}; expected synthetic, cityscapes or camvid")

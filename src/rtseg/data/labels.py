@@ -1,0 +1,137 @@
+"""Class definitions: Cityscapes labels (labelId -> trainId, colours, categories) and CamVid's 11 classes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "Label",
+    "CITYSCAPES_LABELS",
+    "CITYSCAPES_CLASSES",
+    "CITYSCAPES_PALETTE",
+    "CITYSCAPES_CATEGORIES",
+    "CAMVID_CLASSES",
+    "CAMVID_PALETTE",
+    "IGNORE_INDEX",
+    "label_ids_to_train_ids",
+    "train_ids_to_label_ids",
+    "colorize",
+    "ClassInfo",
+    "CITYSCAPES",
+    "CAMVID",
+]
+
+IGNORE_INDEX = 255
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str
+    id: int
+    train_id: int
+    category: str
+    color: tuple[int, int, int]
+
+
+# The official Cityscapes label table (cityscapesScripts, labels.py): id, trainId, category, colour.
+CITYSCAPES_LABELS: tuple[Label, ...] = (
+    Label("unlabeled", 0, 255, "void", (0, 0, 0)),
+    Label("ego vehicle", 1, 255, "void", (0, 0, 0)),
+    Label("rectification border", 2, 255, "void", (0, 0, 0)),
+    Label("out of roi", 3, 255, "void", (0, 0, 0)),
+    Label("static", 4, 255, "void", (0, 0, 0)),
+    Label("dynamic", 5, 255, "void", (111, 74, 0)),
+    Label("ground", 6, 255, "void", (81, 0, 81)),
+    Label("road", 7, 0, "flat", (128, 64, 128)),
+    Label("sidewalk", 8, 1, "flat", (244, 35, 232)),
+    Label("parking", 9, 255, "flat", (250, 170, 160)),
+    Label("rail track", 10, 255, "flat", (230, 150, 140)),
+    Label("building", 11, 2, "construction", (70, 70, 70)),
+    Label("wall", 12, 3, "construction", (102, 102, 156)),
+    Label("fence", 13, 4, "construction", (190, 153, 153)),
+    Label("guard rail", 14, 255, "construction", (180, 165, 180)),
+    Label("bridge", 15, 255, "construction", (150, 100, 100)),
+    Label("tunnel", 16, 255, "construction", (150, 120, 90)),
+    Label("pole", 17, 5, "object", (153, 153, 153)),
+    Label("polegroup", 18, 255, "object", (153, 153, 153)),
+    Label("traffic light", 19, 6, "object", (250, 170, 30)),
+    Label("traffic sign", 20, 7, "object", (220, 220, 0)),
+    Label("vegetation", 21, 8, "nature", (107, 142, 35)),
+    Label("terrain", 22, 9, "nature", (152, 251, 152)),
+    Label("sky", 23, 10, "sky", (70, 130, 180)),
+    Label("person", 24, 11, "human", (220, 20, 60)),
+    Label("rider", 25, 12, "human", (255, 0, 0)),
+    Label("car", 26, 13, "vehicle", (0, 0, 142)),
+    Label("truck", 27, 14, "vehicle", (0, 0, 70)),
+    Label("bus", 28, 15, "vehicle", (0, 60, 100)),
+    Label("caravan", 29, 255, "vehicle", (0, 0, 90)),
+    Label("trailer", 30, 255, "vehicle", (0, 0, 110)),
+    Label("train", 31, 16, "vehicle", (0, 80, 100)),
+    Label("motorcycle", 32, 17, "vehicle", (0, 0, 230)),
+    Label("bicycle", 33, 18, "vehicle", (119, 11, 32)),
+)
+
+_TRAIN = sorted((lab for lab in CITYSCAPES_LABELS if lab.train_id != 255), key=lambda lab: lab.train_id)
+CITYSCAPES_CLASSES: tuple[str, ...] = tuple(lab.name for lab in _TRAIN)
+CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = tuple(lab.color for lab in _TRAIN)
+# The 7 categories of the official evaluation, each listing its trainIds.
+CITYSCAPES_CATEGORIES: dict[str, tuple[int, ...]] = {}
+for _lab in _TRAIN:
+    CITYSCAPES_CATEGORIES.setdefault(_lab.category, tuple())
+    CITYSCAPES_CATEGORIES[_lab.category] += (_lab.train_id,)
+
+_ID_TO_TRAIN = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+for _lab in CITYSCAPES_LABELS:
+    _ID_TO_TRAIN[_lab.id] = _lab.train_id
+_TRAIN_TO_ID = np.zeros(256, dtype=np.uint8)
+for _lab in _TRAIN:
+    _TRAIN_TO_ID[_lab.train_id] = _lab.id
+
+
+def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
+    """Map Cityscapes labelIds (0..33; anything else is void) to the 19 trainIds, 255 for ignored."""
+    arr = np.asarray(label_ids)
+    if arr.dtype != np.uint8:
+        arr = np.where((arr >= 0) & (arr < 256), arr, 0).astype(np.uint8)
+    return _ID_TO_TRAIN[arr]
+
+
+def train_ids_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
+    """Map trainIds 0..18 back to labelIds (for the official evaluation server); others become 0 (unlabeled)."""
+    arr = np.asarray(train_ids).astype(np.int64)
+    return np.where((arr >= 0) & (arr < 256), _TRAIN_TO_ID[np.clip(arr, 0, 255)], 0).astype(np.uint8)
+
+
+CAMVID_CLASSES: tuple[str, ...] = (
+    "sky", "building", "pole", "road", "pavement", "tree", "sign-symbol", "fence", "car", "pedestrian", "bicyclist",
+)
+CAMVID_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+)
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """Names and colours of a dataset's classes, and the label value that is ignored."""
+
+    names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    ignore_index: int = IGNORE_INDEX
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+
+CITYSCAPES = ClassInfo(CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)
+CAMVID = ClassInfo(CAMVID_CLASSES, CAMVID_PALETTE, ignore_index=11)
+
+
+def colorize(label_map: np.ndarray, palette=CITYSCAPES_PALETTE, ignore_color=(0, 0, 0)) -> np.ndarray:
+    """An ``H x W x 3`` uint8 image painting each class with its palette colour (others: ``ignore_color``)."""
+    lut = np.tile(np.array(ignore_color, dtype=np.uint8), (256, 1))
+    lut[: len(palette)] = np.array(palette, dtype=np.uint8)
+    arr = np.asarray(label_map)
+    return lut[np.clip(arr, 0, 255).astype(np.uint8)]

@@ -1,0 +1,70 @@
+"""Input normalisation presets: how an RGB uint8 image becomes the tensor a model was trained on."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["Normalization", "PRESETS", "get_normalization"]
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """``out = ((pixel_0_255 - mean) / std) * post_scale`` per channel, channels taken in ``channel_order``."""
+
+    name: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    channel_order: str = "RGB"
+    post_scale: float = 1.0
+    description: str = ""
+
+    def __call__(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``H x W x 3`` uint8 RGB array (or ``N x 3 x H x W`` float tensor on the 0-255 scale) to a normalised tensor."""
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"expected an H x W x 3 RGB image, got an array of shape {image.shape}")
+            t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+        else:
+            t = image.float()
+        if self.channel_order == "BGR":
+            t = t.flip(-3)
+        shape = (3, 1, 1)
+        mean = torch.tensor(self.mean, dtype=t.dtype, device=t.device).view(shape)
+        scale = (self.post_scale / torch.tensor(self.std, dtype=t.dtype, device=t.device)).view(shape)
+        return (t - mean) * scale
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "mean": list(self.mean), "std": list(self.std), "channel_order": self.channel_order, "post_scale": self.post_scale}
+
+
+PRESETS: dict[str, Normalization] = {
+    p.name: p
+    for p in (
+        Normalization(
+            "imagenet",
+            mean=(0.485 * 255, 0.456 * 255, 0.406 * 255),
+            std=(0.229 * 255, 0.224 * 255, 0.225 * 255),
+            description="ImageNet statistics on RGB, the usual choice for ImageNet-pretrained backbones",
+        ),
+        Normalization(
+            "espnet",
+            mean=(72.3923111, 82.90893555, 73.15840149),
+            std=(45.3192215, 46.15289307, 44.91483307),
+            channel_order="BGR",
+            post_scale=1.0 / 255.0,
+            description="ESPNet's official preprocessing: BGR, Cityscapes mean/std on the 0-255 scale, then divided by 255 again",
+        ),
+        Normalization("unit", mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0), description="RGB scaled to 0..1, no centring"),
+    )
+}
+
+
+def get_normalization(name: str | Normalization) -> Normalization:
+    if isinstance(name, Normalization):
+        return name
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown normalisation preset {name!r}; presets: {', '.join(PRESETS)}") from None
