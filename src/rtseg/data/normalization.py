@@ -25,7 +25,7 @@ class Normalization:
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"expected an H x W x 3 RGB image, got an array of shape {image.shape}")
-            t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+            t = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)
         else:
             t = image.float()
         if self.channel_order == "BGR":

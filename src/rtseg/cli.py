@@ -1,0 +1,325 @@
+"""The ``rtseg`` command: models, train, eval, bench, predict."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+class CLIError(Exception):
+    """An error to print as one line and exit with status 2."""
+
+
+# -- models ---------------------------------------------------------------------------------
+def cmd_models(args: argparse.Namespace) -> int:
+    from rtseg.efficiency import count_parameters
+    from rtseg.registry import create_model, get_entry, list_models
+
+    rows = []
+    names = list_models(args.filter)
+    if not names:
+        raise CLIError(f"no registered model matches {args.filter!r}; run `rtseg models` for the full list")
+    for name in names:
+        entry = get_entry(name)
+        params = count_parameters(create_model(name, num_classes=19))
+        rows.append((name, entry.paper, f"{params:,}"))
+    if args.json:
+        print(json.dumps([{"name": n, "paper": p, "params": int(c.replace(",", ""))} for n, p, c in rows], indent=2))
+        return 0
+    widths = [max(len(r[i]) for r in rows + [("model", "paper", "params (19 classes)")]) for i in range(3)]
+    header = ("model", "paper", "params (19 classes)")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print(f"{r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  {r[2].rjust(widths[2])}")
+    return 0
+
+
+# -- train ----------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from rtseg.config import load_config
+    from rtseg.engine.trainer import train
+
+    config = load_config(args.config, args.overrides)
+    out = args.out or config["output"]["dir"].format(recipe=config.get("recipe") or "run")
+    resume: bool | str = False
+    if args.resume is not None:
+        resume = True if args.resume == "" else args.resume
+    summary = train(config, out, resume=resume, progress=not args.quiet)
+    best = summary.get("best_miou")
+    if best is not None and not (isinstance(best, float) and math.isinf(best)):
+        print(f"best validation mIoU {best:.4f}; checkpoints in {out}")
+    else:
+        print(f"done; checkpoints in {out}")
+    return 0
+
+
+# -- eval -----------------------------------------------------------------------------------
+def _print_metrics_table(summary: dict[str, Any]) -> None:
+    print(f"{'class':<16} {'IoU':>8}")
+    for name, v in summary["per_class_iou"].items():
+        print(f"{name:<16} {('   n/a' if v is None else f'{v:8.4f}'):>8}")
+    print("-" * 25)
+    print(f"{'mIoU':<16} {summary['miou']:8.4f}")
+    if "category_miou" in summary:
+        print(f"{'category mIoU':<16} {summary['category_miou']:8.4f}")
+    print(f"{'pixel accuracy':<16} {summary['pixel_accuracy']:8.4f}")
+    print(f"{'pixels':<16} {summary['pixels']:>8}")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from rtseg.config import DEFAULTS
+    from rtseg.data.datasets import build_dataset, dataset_classes
+    from rtseg.data.labels import CITYSCAPES_CATEGORIES
+    from rtseg.data.transforms import EvalTransform
+    from rtseg.engine.trainer import TransformedDataset, evaluate_model, resolve_device
+    from rtseg.inference import load_model, parse_size
+
+    model = load_model(args.model, weights=args.weights, num_classes=args.num_classes)
+    ckpt_data: dict[str, Any] = {}
+    if Path(args.model).is_file():
+        from rtseg.checkpoint import load_checkpoint
+
+        ckpt_data = (load_checkpoint(args.model).get("config") or {}).get("data", {})
+    data_cfg = {**DEFAULTS["data"], **ckpt_data}
+    if args.data:
+        data_cfg["dataset"] = args.data
+    if args.root:
+        data_cfg["root"] = args.root
+    if args.samples:
+        data_cfg["val_samples"] = args.samples
+    size = parse_size(args.size)
+    if data_cfg["dataset"] != "synthetic":
+        data_cfg["image_size"] = list(size) if size else None
+    elif size:
+        data_cfg["image_size"] = list(size)
+    data_cfg["val_split"] = args.split
+    norm = args.normalization or model.normalization
+    device = resolve_device(args.device)
+    model.to(device)
+    classes = dataset_classes(data_cfg)
+    dataset = TransformedDataset(build_dataset(data_cfg, "val"), EvalTransform(data_cfg, norm))
+    loader = DataLoader(dataset, batch_size=1, num_workers=args.workers)
+    cm = evaluate_model(model, loader, classes.num_classes, device, classes.ignore_index, progress=not args.quiet)
+    cats = CITYSCAPES_CATEGORIES if classes.num_classes == 19 else None
+    summary = cm.summary(classes.names, cats)
+    summary["model"] = str(args.model)
+    summary["dataset"] = {"name": data_cfg["dataset"], "root": data_cfg.get("root"), "split": args.split, "images": len(dataset), "input_size": data_cfg.get("image_size")}
+    summary["normalization"] = norm
+    summary["torch_version"] = torch.__version__
+    _print_metrics_table(summary)
+    out = Path(args.json) if args.json else None
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(summary, indent=2))
+        print(f"metrics written to {out}")
+    return 0
+
+
+# -- bench ----------------------------------------------------------------------------------
+def _bench_one(name: str, args: argparse.Namespace, size) -> dict[str, Any]:
+    import torch
+
+    from rtseg.efficiency import COUNTED_OPERATIONS, count_flops, count_parameters, measure_latency
+    from rtseg.inference import load_model
+
+    model = load_model(name, num_classes=args.num_classes)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    record: dict[str, Any] = {"model": name, "params": count_parameters(model)}
+    record.update(count_flops(model, size, 1))
+    record["flops_counted_operations"] = COUNTED_OPERATIONS
+    record["flops_batch"] = 1
+    record.update(measure_latency(model, size, args.batch, args.device, args.warmup, args.iters, dtype, args.threads))
+    return record
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rtseg.inference import parse_size
+    from rtseg.registry import list_models
+
+    size = parse_size(args.size)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CLIError("--device cuda was asked for but CUDA is not available on this machine; use --device cpu")
+    if args.all:
+        names = list_models(args.filter)
+    elif args.model:
+        names = [args.model]
+    else:
+        raise CLIError("name a model (rtseg bench erfnet) or pass --all")
+    records = []
+    for name in names:
+        rec = _bench_one(name, args, size)
+        records.append(rec)
+        if not args.all:
+            c = rec["conditions"]
+            print(f"model          {name}")
+            print(f"parameters     {rec['params']:,}")
+            print(f"MACs           {rec['macs'] / 1e9:.3f} G  (FLOPs {rec['flops'] / 1e9:.3f} G = 2 x MACs; counted: convolutions and matrix products)")
+            print(f"latency        mean {rec['latency_ms_mean']:.2f} ms, median {rec['latency_ms_median']:.2f} ms, p90 {rec['latency_ms_p90']:.2f} ms")
+            print(f"throughput     {rec['fps']:.2f} FPS")
+            print(f"conditions     {c['device_name']} ({c['device']}), {c['threads']} threads, batch {c['batch']}, {size[0]}x{size[1]}, {c['dtype']}, "
+                  f"warm-up {c['warmup']}, {c['iters']} iterations, torch {c['torch_version']}")
+    if args.all:
+        c = records[0]["conditions"]
+        print(f"Input {size[0]}x{size[1]}, batch {args.batch}, {c['dtype']}, {c['device_name']} ({c['device']}), {c['threads']} threads, "
+              f"torch {c['torch_version']}, warm-up {args.warmup}, {args.iters} iterations; MACs counted on convolutions and matrix products.\n")
+        print("| model | params | GMACs | latency mean (ms) | median (ms) | p90 (ms) | FPS |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for r in records:
+            print(f"| {r['model']} | {r['params']:,} | {r['macs'] / 1e9:.2f} | {r['latency_ms_mean']:.1f} | {r['latency_ms_median']:.1f} | {r['latency_ms_p90']:.1f} | {r['fps']:.2f} |")
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(records if args.all else records[0], indent=2))
+        print(f"record written to {out}")
+    return 0
+
+
+# -- predict --------------------------------------------------------------------------------
+def _collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    from rtseg.data.datasets import IMAGE_SUFFIXES
+
+    files, errors = [], []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                errors.append(f"{item}: folder contains no images ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            errors.append(f"{item}: no such file or folder")
+    return files, errors
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from rtseg.data.datasets import DatasetError, read_image
+    from rtseg.data.labels import colorize
+    from rtseg.inference import classes_for, load_model, overlay, parse_size, predict
+
+    model = load_model(args.model, weights=args.weights, num_classes=args.num_classes)
+    palette = classes_for(model).palette
+    size = parse_size(args.size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files, errors = _collect_inputs(args.inputs)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    done = 0
+    for f in files:
+        try:
+            image = read_image(f)
+        except DatasetError as exc:
+            errors.append(str(exc))
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        label_map = predict(model, image, size=size)
+        stem = f.stem
+        Image.fromarray(colorize(label_map, palette)).save(out / f"{stem}_mask.png")
+        Image.fromarray(overlay(image, label_map, palette, args.alpha)).save(out / f"{stem}_overlay.png")
+        if args.save_labels:
+            Image.fromarray(label_map.astype(np.uint8)).save(out / f"{stem}_labels.png")
+        done += 1
+    print(f"wrote {done} prediction(s) to {out}" + (f"; {len(errors)} input(s) failed (see errors above)" if errors else ""))
+    return 1 if errors else 0
+
+
+# -- parser ---------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rtseg", description="Lightweight real-time semantic segmentation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list registered models with their paper and parameter count")
+    p.add_argument("filter", nargs="?", help="shell-style pattern, e.g. 'essnet*'")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="train from a config file or packaged recipe")
+    p.add_argument("config", help="a YAML config file or the name of a packaged recipe (e.g. demo)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3 data.crop_size=[256,256]")
+    p.add_argument("--out", help="output folder (default: the config's output.dir)")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT", help="resume from OUT/last.pt or the given checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint or a model with weights")
+    p.add_argument("model", help="an rtseg checkpoint (.pt) or a registered model name")
+    p.add_argument("--weights", help="weights file for a model name")
+    p.add_argument("--num-classes", type=int, help="class count of a model name (default 19)")
+    p.add_argument("--data", help="dataset: synthetic, cityscapes or camvid (default: the checkpoint's, else synthetic)")
+    p.add_argument("--root", help="dataset folder")
+    p.add_argument("--split", default="val")
+    p.add_argument("--size", help="resize inputs to HxW before the model; labels keep full resolution")
+    p.add_argument("--samples", type=int, help="synthetic: number of scenes")
+    p.add_argument("--normalization", help="override the model's normalisation preset")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--json", help="write the metrics as JSON to this file")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="parameters, MACs/FLOPs and latency of a model")
+    p.add_argument("model", nargs="?", help="registered model name or checkpoint")
+    p.add_argument("--all", action="store_true", help="every registered model, as a markdown table")
+    p.add_argument("--filter", help="with --all: shell-style name pattern")
+    p.add_argument("--size", default="512x1024", help="input HxW (default 512x1024)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    p.add_argument("--num-classes", type=int, default=19)
+    p.add_argument("--json", help="write the record(s) as JSON to this file")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("predict", help="colourised masks and overlays for images or folders")
+    p.add_argument("model", help="an rtseg checkpoint (.pt) or a registered model name")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--weights", help="weights file for a model name")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--size", help="resize inputs to HxW before the model; outputs keep the image size")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    p.add_argument("--save-labels", action="store_true", help="also write the raw class-index PNG")
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from rtseg.checkpoint import CheckpointError, WeightsMismatchError
+    from rtseg.config import ConfigError
+    from rtseg.data.datasets import DatasetError
+    from rtseg.engine.trainer import TrainingError
+    from rtseg.registry import UnknownModelError, UnknownOptionError
+
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, CheckpointError, WeightsMismatchError, ConfigError, DatasetError, TrainingError, UnknownModelError, UnknownOptionError, ValueError) as exc:
+        print(f"rtseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Losses and class weighting (ENet's 1/ln(c + p), median-frequency balancing)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+__all__ = ["class_frequencies", "enet_weights", "median_frequency_weights", "build_criterion"]
+
+
+def class_frequencies(dataset, num_classes: int, ignore_index: int = 255, max_items: int | None = None) -> np.ndarray:
+    """Pixel count of each class over the labels of ``dataset`` (items are ``(image, label)``)."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    n = len(dataset) if max_items is None else min(len(dataset), max_items)
+    for i in range(n):
+        label = np.asarray(dataset[i][1]).reshape(-1)
+        label = label[(label != ignore_index) & (label < num_classes)]
+        counts += np.bincount(label.astype(np.int64), minlength=num_classes)[:num_classes]
+    return counts
+
+
+def enet_weights(counts: np.ndarray, c: float = 1.02) -> np.ndarray:
+    """ENet's class weights ``1 / ln(c + p)`` with ``p`` the class's share of the labelled pixels."""
+    p = counts / max(counts.sum(), 1)
+    return 1.0 / np.log(c + p)
+
+
+def median_frequency_weights(counts: np.ndarray) -> np.ndarray:
+    """Median-frequency balancing ``median(f) / f`` over classes that occur; absent classes get weight 0."""
+    freq = counts / max(counts.sum(), 1)
+    present = freq > 0
+    out = np.zeros_like(freq, dtype=np.float64)
+    out[present] = np.median(freq[present]) / freq[present]
+    return out
+
+
+def build_criterion(loss_cfg: dict[str, Any], train_set, num_classes: int, out_dir: Path | None = None) -> nn.Module:
+    """Cross-entropy with ``ignore_index`` and the weights the config names."""
+    spec = loss_cfg.get("class_weights")
+    weight = None
+    if isinstance(spec, (list, tuple)):
+        if len(spec) != num_classes:
+            raise ValueError(f"loss.class_weights has {len(spec)} values but the model has {num_classes} classes")
+        weight = torch.tensor(spec, dtype=torch.float32)
+    elif spec in ("enet", "median-frequency"):
+        counts = class_frequencies(train_set, num_classes, int(loss_cfg.get("ignore_index", 255)))
+        w = enet_weights(counts, float(loss_cfg.get("class_weight_c", 1.02))) if spec == "enet" else median_frequency_weights(counts)
+        weight = torch.tensor(w, dtype=torch.float32)
+    elif spec not in (None, "none"):
+        raise ValueError(f"loss.class_weights={spec!r}: expected null, enet, median-frequency or a list of {num_classes} numbers")
+    return nn.CrossEntropyLoss(weight=weight, ignore_index=int(loss_cfg.get("ignore_index", 255)))

@@ -1,0 +1,315 @@
+"""Training loop: config in, checkpoints, CSV log and validation metrics out; resumable and deterministic per seed."""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from rtseg.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from rtseg.config import DEFAULTS, ConfigError, _merge
+from rtseg.data.datasets import build_dataset, dataset_classes
+from rtseg.data.labels import CITYSCAPES_CATEGORIES
+from rtseg.data.transforms import EvalTransform, TrainTransform
+from rtseg.engine.losses import build_criterion
+from rtseg.engine.schedules import LearningRateSchedule
+from rtseg.metrics import ConfusionMatrix
+from rtseg.registry import create_model, get_entry
+
+__all__ = ["Trainer", "TrainingError", "train", "evaluate_model", "TransformedDataset", "resolve_device"]
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (a non-finite loss, an unusable config)."""
+
+
+class TransformedDataset(Dataset):
+    """Applies a paired transform with a random generator fixed by (seed, epoch, index): the same on every worker and on resume."""
+
+    def __init__(self, base, transform, seed: int = 0):
+        self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        image, label = self.base[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return self.transform(image, label, rng)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError(f"device {name!r} was asked for but CUDA is not available; use train.device=cpu")
+    return torch.device(name)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _match_size(logits: torch.Tensor, label_hw: tuple[int, int]) -> torch.Tensor:
+    if tuple(logits.shape[-2:]) == tuple(label_hw):
+        return logits
+    return F.interpolate(logits, size=label_hw, mode="bilinear", align_corners=False)
+
+
+@torch.inference_mode()
+def evaluate_model(model: nn.Module, loader, num_classes: int, device: torch.device, ignore_index: int = 255, progress: bool = False) -> ConfusionMatrix:
+    """Confusion matrix of ``model`` over ``loader``; logits are resized to the label size before the argmax."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    cm = ConfusionMatrix(num_classes, ignore_index)
+    for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress):
+        logits = model(images.to(device))
+        cm.update(_match_size(logits, labels.shape[-2:]).argmax(1).cpu(), labels)
+    return cm
+
+
+class Trainer:
+    """Runs one training config (a single stage) in ``out_dir``."""
+
+    def __init__(self, config: dict[str, Any], out_dir: str | Path, resume: bool | str | Path = False, progress: bool = True, init_weights: str | Path | None = None):
+        self.config = copy.deepcopy(config)
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        cfg = self.config
+        tcfg, dcfg = cfg["train"], cfg["data"]
+        if tcfg.get("threads"):
+            torch.set_num_threads(int(tcfg["threads"]))
+        self.device = resolve_device(tcfg.get("device", "auto"))
+        _seed_everything(int(tcfg["seed"]))
+
+        self.classes = dataset_classes(dcfg)
+        mcfg = cfg["model"]
+        num_classes = mcfg.get("num_classes") or self.classes.num_classes
+        self.num_classes = num_classes
+        self.model = create_model(mcfg["name"], num_classes=num_classes, **(mcfg.get("options") or {})).to(self.device)
+        if init_weights is not None:
+            self.init_report = load_weights(self.model, init_weights, strict=False)
+        norm = dcfg.get("normalization") or get_entry(mcfg["name"]).normalization
+        self.normalization = norm
+        self.model.normalization = norm
+
+        self.train_set = TransformedDataset(build_dataset(dcfg, "train"), TrainTransform(dcfg, norm), seed=int(tcfg["seed"]))
+        self.val_set = TransformedDataset(build_dataset(dcfg, "val"), EvalTransform(dcfg, norm), seed=int(tcfg["seed"]))
+        self.batch_size = int(tcfg["batch_size"])
+        if len(self.train_set) < self.batch_size:
+            raise ConfigError(f"train.batch_size={self.batch_size} is larger than the training set ({len(self.train_set)} images)")
+        self.iters_per_epoch = len(self.train_set) // self.batch_size
+        if tcfg.get("max_iters_per_epoch"):
+            self.iters_per_epoch = min(self.iters_per_epoch, int(tcfg["max_iters_per_epoch"]))
+        self.epochs = int(tcfg["epochs"])
+
+        self.criterion = build_criterion(cfg["loss"], self.train_set.base, num_classes, self.out_dir).to(self.device)
+        self.optimizer = _build_optimizer(cfg["optimizer"], self.model)
+        self.schedule = LearningRateSchedule(cfg["schedule"], cfg["optimizer"]["lr"], self.epochs, self.iters_per_epoch)
+        self.use_amp = bool(tcfg.get("amp")) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+
+        self.start_epoch, self.iteration, self.best_miou, self.history = 0, 0, -math.inf, []
+        if resume:
+            path = Path(resume) if isinstance(resume, (str, Path)) else self.out_dir / "last.pt"
+            self._restore(path)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": epoch,
+            "iteration": self.iteration,
+            "best_miou": self.best_miou,
+            "history": self.history,
+            "config": self.config,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": _numpy_state_json(),
+                "python": json.dumps(random.getstate()),
+            },
+        }
+
+    def _restore(self, path: Path) -> None:
+        if not path.is_file():
+            raise TrainingError(f"cannot resume: {str(path)!r} does not exist (train without --resume, or name a checkpoint)")
+        ckpt = load_checkpoint(path)
+        load_weights(self.model, ckpt["model_state"], strict=True)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["schedule"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.start_epoch = int(ckpt["epoch"]) + 1
+        self.iteration = int(ckpt["iteration"])
+        self.best_miou = float(ckpt["best_miou"])
+        self.history = list(ckpt["history"])
+        rng = ckpt["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        kind, keys, pos, has_gauss, cached = json.loads(rng["numpy"])
+        np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+        state = json.loads(rng["python"])
+        random.setstate((state[0], tuple(state[1]), state[2]))
+
+    # -- loop --------------------------------------------------------------------------------
+    def _loader(self, dataset, shuffle: bool, epoch: int) -> DataLoader:
+        dataset.epoch = epoch
+        g = torch.Generator()
+        g.manual_seed(int(self.config["train"]["seed"]) * 100_003 + epoch)
+        workers = int(self.config["train"]["num_workers"])
+        return DataLoader(
+            dataset, batch_size=self.batch_size if shuffle else 1, shuffle=shuffle, drop_last=shuffle, generator=g,
+            num_workers=workers, pin_memory=self.device.type == "cuda", persistent_workers=False,
+        )
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        self.model.train()
+        loader = self._loader(self.train_set, True, epoch)
+        bar = tqdm(total=self.iters_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.progress, leave=False, dynamic_ncols=True)
+        total_loss, seen, t0 = 0.0, 0, time.perf_counter()
+        for step, (images, labels) in enumerate(loader):
+            if step >= self.iters_per_epoch:
+                break
+            lr = self.schedule.apply(self.optimizer, self.iteration, epoch)
+            images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, enabled=self.use_amp):
+                logits = self.model(images)
+                loss = self.criterion(_match_size(logits, labels.shape[-2:]).float(), labels)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, iteration {self.iteration}; the run stopped and "
+                    f"{self.out_dir / 'last.pt'} still holds the last good epoch. Lower optimizer.lr or check the labels."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.iteration += 1
+            total_loss += loss.item() * images.shape[0]
+            seen += images.shape[0]
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+            bar.update(1)
+        bar.close()
+        elapsed = time.perf_counter() - t0
+        return {"train_loss": total_loss / max(seen, 1), "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": seen / max(elapsed, 1e-9), "epoch_s": elapsed}
+
+    def validate(self) -> dict[str, Any]:
+        loader = self._loader(self.val_set, False, 0)
+        cm = evaluate_model(self.model, loader, self.num_classes, self.device, self.classes.ignore_index, progress=self.progress)
+        cats = CITYSCAPES_CATEGORIES if self.num_classes == 19 and self.classes.num_classes == 19 else None
+        return cm.summary(self.classes.names if self.classes.num_classes == self.num_classes else None, cats)
+
+    def run(self) -> dict[str, Any]:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "config.yaml").write_text(_dump_yaml(self.config))
+        val_every = max(1, int(self.config["train"]["val_every"]))
+        last_metrics: dict[str, Any] = {}
+        for epoch in range(self.start_epoch, self.epochs):
+            row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch)}
+            if (epoch + 1) % val_every == 0 or epoch + 1 == self.epochs:
+                last_metrics = self.validate()
+                row.update(val_miou=last_metrics["miou"], val_pixel_accuracy=last_metrics["pixel_accuracy"])
+                self.schedule.observe(last_metrics["miou"])
+            self.history.append(row)
+            self._write_csv()
+            is_best = "val_miou" in row and row["val_miou"] > self.best_miou
+            if is_best:
+                self.best_miou = row["val_miou"]
+            extra = self._state(epoch)
+            save_checkpoint(self.out_dir / "last.pt", self.model, **extra)
+            if is_best:
+                save_checkpoint(self.out_dir / "best.pt", self.model, **extra, metrics=last_metrics)
+            if self.progress:
+                msg = f"epoch {epoch + 1}/{self.epochs}  loss {row['train_loss']:.4f}  {row['images_per_s']:.1f} img/s"
+                if "val_miou" in row:
+                    msg += f"  val mIoU {row['val_miou']:.4f}  pixel acc {row['val_pixel_accuracy']:.4f}"
+                print(msg, flush=True)
+        summary = {"best_miou": self.best_miou, "epochs": self.epochs, "iterations": self.iteration, "out_dir": str(self.out_dir), "final": last_metrics}
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+        return summary
+
+    def _write_csv(self) -> None:
+        keys: list[str] = []
+        for row in self.history:
+            keys += [k for k in row if k not in keys]
+        tmp = self.out_dir / ".metrics.csv.tmp"
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.history)
+        tmp.replace(self.out_dir / "metrics.csv")
+
+
+def _build_optimizer(ocfg: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
+    name = ocfg["name"].lower()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=ocfg["lr"], momentum=ocfg["momentum"], weight_decay=ocfg["weight_decay"], nesterov=bool(ocfg["nesterov"]))
+    if name in ("adam", "adamw"):
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return cls(params, lr=ocfg["lr"], betas=tuple(ocfg["betas"]), eps=ocfg["eps"], weight_decay=ocfg["weight_decay"])
+    raise ConfigError(f"optimizer.name={ocfg['name']!r} is not supported; expected sgd, adam or adamw")
+
+
+def _numpy_state_json() -> str:
+    # kept as text: weights_only loading accepts strings but not numpy arrays
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return json.dumps([kind, keys.tolist(), int(pos), int(has_gauss), float(cached)])
+
+
+def _json_default(obj):
+    if isinstance(obj, float) and math.isinf(obj):
+        return None
+    return str(obj)
+
+
+def _dump_yaml(config: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def train(config: dict[str, Any], out_dir: str | Path | None = None, resume: bool | str | Path = False, progress: bool = True) -> dict[str, Any]:
+    """Run a config, with its ``stages`` in order when it has them (each stage starts from the previous one's weights)."""
+    out = Path(out_dir or config["output"]["dir"].format(recipe=config.get("recipe") or "run"))
+    stages = config.get("stages")
+    if not stages:
+        return Trainer(config, out, resume=resume, progress=progress).run()
+    base = {k: v for k, v in config.items() if k != "stages"}
+    previous: Path | None = None
+    results = {}
+    for i, stage in enumerate(stages):
+        name = stage.get("name") or f"stage{i + 1}"
+        stage_cfg = _merge(base, {k: v for k, v in stage.items() if k != "name"}, f"stages[{i}].", DEFAULTS)
+        stage_dir = out / name
+        done = stage_dir / "summary.json"
+        if resume and done.is_file():
+            results[name] = json.loads(done.read_text())
+        else:
+            stage_resume = bool(resume) and (stage_dir / "last.pt").is_file()
+            if progress:
+                print(f"== stage {i + 1}/{len(stages)}: {name}", flush=True)
+            trainer = Trainer(stage_cfg, stage_dir, resume=stage_resume, progress=progress, init_weights=None if stage_resume else previous)
+            results[name] = trainer.run()
+        best = stage_dir / "best.pt"
+        previous = best if best.is_file() else stage_dir / "last.pt"
+    return {"stages": results, "out_dir": str(out)}

@@ -1,0 +1,106 @@
+"""Inference helpers: load a model from a name or checkpoint, predict label maps, colourise and overlay."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+from rtseg.checkpoint import load_checkpoint, load_weights
+from rtseg.data.datasets import read_image
+from rtseg.data.labels import CAMVID, CITYSCAPES, ClassInfo, colorize
+from rtseg.data.normalization import get_normalization
+from rtseg.registry import create_model, get_entry
+
+__all__ = ["load_model", "predict", "predict_logits", "overlay", "parse_size", "classes_for"]
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """``"512x1024"`` (height x width) -> ``(512, 1024)``."""
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in str(text).lower().split("x"))
+        if h < 1 or w < 1:
+            raise ValueError
+        return h, w
+    except ValueError:
+        raise ValueError(f"size {text!r} is not HEIGHTxWIDTH with positive integers (e.g. 512x1024)") from None
+
+
+def load_model(spec: str | Path, weights: str | Path | None = None, num_classes: int | None = None, **options: Any) -> nn.Module:
+    """A model from an rtseg checkpoint file, or from a registered name (optionally with a weights file)."""
+    path = Path(spec)
+    if path.suffix in (".pt", ".pth", ".ckpt") or path.is_file():
+        ckpt = load_checkpoint(path)
+        mspec = ckpt["model"]
+        model = create_model(mspec["name"], num_classes=mspec["num_classes"], **mspec.get("options", {}))
+        load_weights(model, ckpt["model_state"], strict=True)
+        model.normalization = ckpt.get("normalization", model.normalization)
+        dataset = (ckpt.get("config") or {}).get("data", {}).get("dataset")
+        model.class_info = CAMVID if dataset == "camvid" else CITYSCAPES
+        return model.eval()
+    model = create_model(str(spec), num_classes=num_classes or 19, weights=weights, **options)
+    return model.eval()
+
+
+def classes_for(model: nn.Module) -> ClassInfo:
+    info = getattr(model, "class_info", None)
+    if info is not None:
+        return info
+    n = getattr(model, "num_classes", 19)
+    return CAMVID if n in (11, 12) else CITYSCAPES
+
+
+def _as_rgb(image: Any) -> np.ndarray:
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"expected an H x W x 3 uint8 RGB image, got an array of shape {arr.shape} and dtype {arr.dtype}")
+    return arr
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, image: Any, size: tuple[int, int] | None = None, normalization: str | None = None) -> torch.Tensor:
+    """Logits ``C x H x W`` at the image's own resolution (the input is resized to ``size`` first if given)."""
+    rgb = _as_rgb(image)
+    norm = get_normalization(normalization or getattr(model, "normalization", None) or "imagenet")
+    x = norm(rgb)[None]
+    device = next(model.parameters()).device
+    x = x.to(device)
+    if size is not None:
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    was_training = model.training
+    model.eval()
+    logits = model(x)
+    model.train(was_training)
+    if tuple(logits.shape[-2:]) != rgb.shape[:2]:
+        logits = F.interpolate(logits, size=rgb.shape[:2], mode="bilinear", align_corners=False)
+    return logits[0]
+
+
+def predict(model: nn.Module | str, image: Any, size: tuple[int, int] | None = None, normalization: str | None = None) -> np.ndarray:
+    """The ``H x W`` label map (uint8 class indices) a model predicts for an image (path, PIL image or RGB array).
+
+    The model's own normalisation preset is applied; ``model`` may also be a registered name.
+    """
+    if isinstance(model, str):
+        model = load_model(model)
+    return predict_logits(model, image, size, normalization).argmax(0).to(torch.uint8).cpu().numpy()
+
+
+def overlay(image: np.ndarray, label_map: np.ndarray, palette, alpha: float = 0.5) -> np.ndarray:
+    """The image blended with the colourised label map."""
+    colour = colorize(label_map, palette).astype(np.float32)
+    return np.clip(image.astype(np.float32) * (1 - alpha) + colour * alpha, 0, 255).astype(np.uint8)
+
+
+def default_normalization(name: str) -> str:
+    return get_entry(name).normalization
