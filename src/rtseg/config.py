@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,21 @@ __all__ = ["DEFAULTS", "ConfigError", "load_config", "apply_overrides", "list_re
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``5e-4`` as a string; recipes write learning rates that way, so read it as a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)
 
 
 # Every key a config may set, with its default. A recipe file sets only what differs.
@@ -110,7 +126,7 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 
 def _parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml_load(text)
     except yaml.YAMLError:
         return text
 
@@ -136,7 +152,7 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
     """Read a recipe (file or packaged name), merge it over :data:`DEFAULTS` and apply ``overrides``."""
     path = resolve_config_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {str(path)!r} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

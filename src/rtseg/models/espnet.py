@@ -158,7 +158,7 @@ def _encoder_stages(net: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     for layer in net.level3:
         output2 = layer(output2)
     output2_cat = net.b3(torch.cat([output2_0, output2], 1))
-    return {"output0": output0, "output1_cat": output1_cat, "logits": net.classifier(output2_cat)}
+    return {"output0": output0, "output0_cat": output0_cat, "output1_cat": output1_cat, "logits": net.classifier(output2_cat)}
 
 
 class ESPNetC(SegmentationModel):
@@ -179,19 +179,27 @@ class ESPNetC(SegmentationModel):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
+# Which 1/2-resolution map the last decoder convolution sees: the official Cityscapes release
+# uses the first convolution's 16 channels, the official CamVid release those plus the image (19).
+DECODER_SKIPS = {"level1": ("output0", 16), "level1-image": ("output0_cat", 16 + 3)}
+
+
 class ESPNet(SegmentationModel):
     """ESPNet: ESPNet-C plus the light decoder that merges 1/8, 1/4 and 1/2 features (paper Fig. 4d)."""
 
     size_divisor = 8
 
-    def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8):
+    def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8, decoder_skip: str = "level1"):
         super().__init__()
+        if decoder_skip not in DECODER_SKIPS:
+            raise ValueError(f"decoder_skip={decoder_skip!r}: expected one of {', '.join(DECODER_SKIPS)}")
         c = num_classes
         self.num_classes = c
+        self._skip, skip_ch = DECODER_SKIPS[decoder_skip]
         self.encoder = ESPNetEncoder(c, p, q)
         self.level3_C = _Conv(128 + 3, c, 1)
         self.br = nn.BatchNorm2d(c, eps=1e-3)
-        self.conv = CBR(16 + c, c, 3, 1)
+        self.conv = CBR(skip_ch + c, c, 3, 1)
         self.up_l3 = nn.Sequential(nn.ConvTranspose2d(c, c, 2, stride=2, bias=False))
         self.combine_l2_l3 = nn.Sequential(BR(2 * c), ESPBlock(2 * c, c, residual=False))
         self.up_l2 = nn.Sequential(nn.ConvTranspose2d(c, c, 2, stride=2, bias=False), BR(c))
@@ -201,16 +209,16 @@ class ESPNet(SegmentationModel):
         s = self.encoder.stages(x)
         up3 = self.up_l3(self.br(s["logits"]))
         comb = self.up_l2(self.combine_l2_l3(torch.cat([self.level3_C(s["output1_cat"]), up3], 1)))
-        return self.classifier(self.conv(torch.cat([comb, s["output0"]], 1)))
+        return self.classifier(self.conv(torch.cat([comb, s[self._skip]], 1)))
 
 
 _ESPNET_NOTE = "official release (p=2, q=8)"
 
 
 @register_model("espnet", paper=PAPER, normalization="espnet", expected_params=362_949, params_source=_ESPNET_NOTE)
-def espnet(num_classes: int = 19, p: int = 2, q: int = 8) -> ESPNet:
+def espnet(num_classes: int = 19, p: int = 2, q: int = 8, decoder_skip: str = "level1") -> ESPNet:
     """ESPNet with the light decoder."""
-    return ESPNet(num_classes, p, q)
+    return ESPNet(num_classes, p, q, decoder_skip)
 
 
 @register_model("espnet-c", paper=PAPER, normalization="espnet", expected_params=349_193, params_source=_ESPNET_NOTE)

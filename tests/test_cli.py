@@ -1,0 +1,99 @@
+"""Smoke tests of the rtseg command through its entry point."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rtseg.cli import main
+from test_trainer import TINY
+
+
+def run(*args):
+    return main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert run("train", "demo", *TINY, "train.epochs=1", "--out", out, "--quiet") == 0
+    return out
+
+
+def test_models_table(capsys):
+    assert run("models") == 0
+    out = capsys.readouterr().out
+    assert "erfnet" in out and "2,064,191" in out and "ERFNet" in out
+    assert run("models", "--json", "espnet*") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} == {"espnet", "espnet-c"} and all(r["params"] > 0 for r in rows)
+
+
+def test_unknown_model_is_an_error_with_suggestions(capsys):
+    assert run("bench", "espnett") == 2
+    assert "did you mean: espnet" in capsys.readouterr().err.lower()
+
+
+def test_train_writes_checkpoints_and_resume_continues(trained, capsys):
+    assert (trained / "last.pt").is_file() and (trained / "metrics.csv").is_file()
+    assert run("train", "demo", *TINY, "train.epochs=2", "--out", trained, "--resume", "--quiet") == 0
+    assert len((trained / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_train_bad_override_is_a_clear_error(capsys, tmp_path):
+    assert run("train", "demo", "train.epochz=1", "--out", tmp_path) == 2
+    assert "train.epochz" in capsys.readouterr().err
+
+
+def test_eval_prints_table_and_writes_json(trained, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert run("eval", trained / "last.pt", "--json", out, "--quiet") == 0
+    text = capsys.readouterr().out
+    assert "mIoU" in text and "pixel accuracy" in text and "road" in text
+    metrics = json.loads(out.read_text())
+    assert 0 <= metrics["miou"] <= 1 and len(metrics["per_class_iou"]) == 19 and metrics["dataset"]["images"] == 2
+
+
+def test_eval_of_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00" * 64)
+    assert run("eval", bad) == 2
+    assert "bad.pt" in capsys.readouterr().err
+
+
+def test_bench_json_has_positive_fields(tmp_path):
+    out = tmp_path / "b.json"
+    assert run("bench", "espnet-c", "--size", "64x96", "--warmup", "1", "--iters", "2", "--threads", "1", "--json", out) == 0
+    rec = json.loads(out.read_text())
+    for key in ("params", "macs", "flops", "latency_ms_mean", "latency_ms_median", "latency_ms_p90", "fps"):
+        assert rec[key] > 0, key
+    assert rec["flops"] == 2 * rec["macs"]
+    c = rec["conditions"]
+    assert c["size"] == [64, 96] and c["threads"] == 1 and c["batch"] == 1 and c["iters"] == 2 and c["torch_version"]
+
+
+def test_bench_all_prints_markdown_table(capsys):
+    assert run("bench", "--all", "--filter", "espnet*", "--size", "32x32", "--warmup", "0", "--iters", "1") == 0
+    out = capsys.readouterr().out
+    assert "| model | params |" in out and "| espnet-c |" in out and "| espnet |" in out
+
+
+def test_predict_writes_masks_and_reports_bad_files(trained, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(src / "a.png")
+    (src / "b.png").write_text("not an image")
+    out = tmp_path / "out"
+    assert run("predict", trained / "last.pt", src, "--out", out, "--save-labels") == 1
+    err = capsys.readouterr().err
+    assert "b.png" in err
+    assert Image.open(out / "a_mask.png").size == (50, 40)
+    assert Image.open(out / "a_overlay.png").size == (50, 40)
+    assert np.asarray(Image.open(out / "a_labels.png")).max() < 19
+
+
+def test_console_script_runs():
+    proc = subprocess.run([sys.executable, "-m", "rtseg.cli", "models", "erfnet*"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "erfnet-encoder" in proc.stdout

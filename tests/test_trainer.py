@@ -1,0 +1,80 @@
+import json
+
+import pytest
+import torch
+
+from rtseg.checkpoint import load_checkpoint
+from rtseg.config import ConfigError, apply_overrides, list_recipes, load_config
+from rtseg.engine.trainer import Trainer, TrainingError, train
+
+TINY = [
+    "model.name=espnet-c", "model.options={q: 2}", "data.image_size=[48,64]", "data.train_samples=8", "data.val_samples=2",
+    "train.batch_size=4", "train.epochs=2", "train.threads=2", "data.hflip=true", "data.scale_range=[0.75,1.25]", "data.crop_size=[40,56]",
+]
+
+
+def test_every_packaged_recipe_loads():
+    recipes = list_recipes()
+    assert "demo" in recipes
+    for name in recipes:
+        cfg = load_config(name)
+        assert cfg["model"]["name"]
+
+
+def test_overrides_and_unknown_keys():
+    cfg = load_config("demo", ["train.epochs=3", "data.crop_size=[64,64]", "optimizer.name=adam"])
+    assert cfg["train"]["epochs"] == 3 and cfg["data"]["crop_size"] == [64, 64] and cfg["optimizer"]["name"] == "adam"
+    with pytest.raises(ConfigError, match="train.epoch'.*epochs"):
+        apply_overrides(cfg, ["train.epoch=3"])
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides(cfg, ["train.epochs"])
+    with pytest.raises(ConfigError, match="neither a file nor a packaged recipe"):
+        load_config("no-such-recipe")
+
+
+def test_training_learns_and_writes_checkpoints(tmp_path):
+    cfg = load_config("demo", TINY + ["train.epochs=3", "optimizer.lr=0.05"])
+    summary = train(cfg, tmp_path, progress=False)
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 4 and rows[0].startswith("epoch,train_loss")
+    losses = [float(r.split(",")[1]) for r in rows[1:]]
+    assert losses[-1] < losses[0]
+    assert (tmp_path / "last.pt").is_file() and (tmp_path / "best.pt").is_file()
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+    assert 0 <= summary["best_miou"] <= 1
+    assert json.loads((tmp_path / "summary.json").read_text())["iterations"] == 6
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    full = load_config("demo", TINY)
+    train(full, tmp_path / "a", progress=False)
+    half = load_config("demo", TINY)
+    # the interrupted run: stop after epoch 1 by running a 2-epoch config that ends early
+    t = Trainer(half, tmp_path / "b", progress=False)
+    t.epochs = 1
+    t.run()
+    Trainer(load_config("demo", TINY), tmp_path / "b", resume=True, progress=False).run()
+    a = load_checkpoint(tmp_path / "a" / "last.pt")["model_state"]
+    b = load_checkpoint(tmp_path / "b" / "last.pt")["model_state"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_non_finite_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = load_config("demo", TINY + ["train.epochs=1"])
+    train(cfg, tmp_path, progress=False)
+    before = (tmp_path / "last.pt").read_bytes()
+    bad = load_config("demo", TINY + ["train.epochs=2", "optimizer.lr=1e30"])
+    with pytest.raises(TrainingError, match="last.pt"):
+        Trainer(bad, tmp_path, resume=True, progress=False).run()
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_staged_recipe_runs_stages_in_order_and_passes_weights(tmp_path):
+    cfg = load_config("demo", TINY + ["train.epochs=1"])
+    cfg["stages"] = [{"name": "encoder", "model": {"name": "espnet-c"}, "data": {"label_scale": 8}}, {"name": "full", "model": {"name": "espnet", "options": {"q": 2}}}]
+    out = train(cfg, tmp_path, progress=False)
+    assert set(out["stages"]) == {"encoder", "full"}
+    enc = load_checkpoint(tmp_path / "encoder" / "last.pt")
+    full = load_checkpoint(tmp_path / "full" / "last.pt")
+    assert enc["model"]["name"] == "espnet-c" and full["model"]["name"] == "espnet"
