@@ -97,3 +97,11 @@ def test_predict_writes_masks_and_reports_bad_files(trained, tmp_path, capsys):
 def test_console_script_runs():
     proc = subprocess.run([sys.executable, "-m", "rtseg.cli", "models", "erfnet*"], capture_output=True, text=True)
     assert proc.returncode == 0 and "erfnet-encoder" in proc.stdout
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    assert run("demo", *TINY, "train.epochs=1", "--out", tmp_path, "--quiet") == 0
+    assert "demo done: validation mIoU" in capsys.readouterr().out
+    assert json.loads((tmp_path / "metrics.json").read_text())["pixels"] > 0
+    assert json.loads((tmp_path / "bench.json").read_text())["fps"] > 0
+    assert len(list((tmp_path / "predictions").glob("*_overlay.png"))) == 4
