@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from rtseg.models.base import SegmentationModel
 from rtseg.models.blocks import ConvBNAct
-from rtseg.models.espnet import ESPBlock, ESPDownsampler, ESPNetC, InputProjection
+from rtseg.models.espnet import ESPBlock, ESPDownsampler, ESPNetC
 from rtseg.registry import register_model
 
 __all__ = [
@@ -212,15 +212,21 @@ class Upsampler(nn.Module):
 
 
 def _module_factory(module: str, dilations, factorization: str, pff: str, activation: str, esp_downsampler: bool):
-    """(regular block, downsampler) constructors for FPL or ESP modules (Table VI)."""
+    """(regular block, downsampler) constructors ``(in_ch, out_ch) -> nn.Module`` for FPL or ESP modules (Table VI)."""
     _check_choice("module", module, ("fpl", "esp"))
+    opts = dict(dilations=tuple(dilations), factorization=factorization, pff=pff, activation=activation)
+
+    def fpl_block(i: int, o: int) -> nn.Module:
+        return FPLModule(i, o, **opts)
+
+    def fpl_down(i: int, o: int) -> nn.Module:
+        return FPLDownsampler(i, o, **opts)
+
     if module == "fpl":
-        opts = dict(dilations=tuple(dilations), factorization=factorization, pff=pff, activation=activation)
-        return (lambda i, o: FPLModule(i, o, **opts)), (lambda i, o: FPLDownsampler(i, o, **opts))
+        return fpl_block, fpl_down
     if activation != "prelu":
         raise ValueError("activation='relu' is only available with FPL modules (ESP modules are defined with PReLU)")
-    down = (lambda i, o: ESPDownsampler(i, o)) if esp_downsampler else (lambda i, o: FPLDownsampler(i, o, dilations=tuple(dilations), factorization=factorization, pff=pff))
-    return (lambda i, o: ESPBlock(i, o)), down
+    return ESPBlock, (ESPDownsampler if esp_downsampler else fpl_down)
 
 
 class FPLNetEncoder(nn.Module):
@@ -242,9 +248,8 @@ class FPLNetEncoder(nn.Module):
     ):
         super().__init__()
         block, down = _module_factory(module, dilations, factorization, pff, activation, esp_downsampler)
-        self.image_half = InputProjection(1)
-        self.image_quarter = InputProjection(1)  # applied to the 1/2 image, so 2 poolings in all
-        self.image_eighth = InputProjection(1)
+        # ESPNet's image pyramid: the image average-pooled (3x3, stride 2) once per downsampling.
+        self.image_pool = nn.AvgPool2d(3, stride=2, padding=1)
         self.initial = InitialModule(32, downsampling, activation)
         self.down2 = down(self.initial.out_channels, 64)
         self.stage2 = nn.Sequential(*[block(64, 64) for _ in range(stage2_modules)])
@@ -258,9 +263,9 @@ class FPLNetEncoder(nn.Module):
         self.norm3 = NormAct(self.out_channels, activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        img2 = self.image_half(x)
-        img4 = self.image_quarter(img2)
-        img8 = self.image_eighth(img4)
+        img2 = self.image_pool(x)
+        img4 = self.image_pool(img2)
+        img8 = self.image_pool(img4)
         shallow = self.down2(self.initial(x, img2))
         x = self.norm2(self.fuse2(self.stage2(shallow), shallow, img4))
         shallow = self.down3(x)
@@ -340,9 +345,6 @@ class ESPNetFPL(ESPNetC):
             self.level3_0 = FPLDownsampler(128 + 3, 128, **opts)
         self.level2 = nn.ModuleList([FPLModule(64, 64, **opts) for _ in range(p)])
         self.level3 = nn.ModuleList([FPLModule(128, 128, **opts) for _ in range(q)])
-
-
-_TABLES = "paper Tables VI-X (encoder ablations) and Table IV (0.49 M); see docs/fidelity.md"
 
 
 @register_model("fplnet", paper=PAPER, expected_params=499_611, params_source="paper Table IV: 0.49 M (< 0.5 M)")
