@@ -51,7 +51,7 @@ class Darknet19(Backbone):
     """Darknet-19 feature extractor; ``include_classifier=True`` keeps the 1x1 ImageNet classifier conv."""
 
     classifier_units = ("classifier",)
-    imagenet_url = "https://pjreddie.com/media/files/darknet19.weights"
+    imagenet_url = "https://pjreddie.com/media/files/darknet19_448.weights"  # the file LiteSeg's official code loads
 
     def __init__(self, output_stride: int = 32, out_stages=None, include_classifier: bool = False, num_classes: int = 1000):
         super().__init__()
