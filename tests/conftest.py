@@ -7,6 +7,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RTSEG_SHARED", ROOT.parent / "shared"))
 
+# Development and CI machines have 2 cores shared by several jobs; there a second intra-op thread only
+# contends (a small backward pass measured 10-20x slower with 2 threads under load than with 1).
+torch.set_num_threads(1)
+
 
 def shared_path(*parts: str) -> Path:
     """A path under ../shared, or skip the test with the reason when it is absent."""
