@@ -1,6 +1,7 @@
 """Numbers behind docs/fidelity.md (LiteSeg, FarSee-Net): parameters, multiply-adds, Table II operations, Table I latency.
 
     PYTHONPATH=src python benchmarks/liteseg_farseenet.py complexity   # counts only (meta tensors, seconds)
+    PYTHONPATH=src python benchmarks/liteseg_farseenet.py alternatives # FarSee-Net readings we did not choose (counts)
     PYTHONPATH=src python benchmarks/liteseg_farseenet.py latency      # FarSee-Net Table I pattern on this CPU (minutes)
 """
 from __future__ import annotations
@@ -55,6 +56,71 @@ def complexity() -> None:
             print(f"| {name} | {label} | {count_parameters(model):,} | {c['macs'] / 1e9:.2f} | {c['flops'] / 1e9:.2f} | {ops:.2f} | {padded} |")
 
 
+def alternatives() -> None:
+    """FarSee-Net back-ends under readings of the paper we did not choose, built from the same blocks."""
+    import torch.nn as nn
+
+    from rtseg.models.deeplab import ConvBNReLU
+    from rtseg.models.farseenet import FASPP, SubPixelConv
+
+    class FASPPWithoutPooling(FASPP):
+        def __init__(self, in_ch, channels, rates=(6, 12, 18)):
+            super().__init__(in_ch, channels, rates)
+            self.pool = None
+            self.project = ConvBNReLU(channels * (len(rates) + 1), channels, 1)
+
+        def forward(self, x):
+            return self.project(torch.cat([b(x) for b in self.branches], 1))
+
+    class ReducedLowLevel(nn.Module):  # DeepLabv3+'s 1x1 to 48 channels before the low-level features join
+        def __init__(self, cf, low_ch):
+            super().__init__()
+            self.cf, self.reduce = cf, ConvBNReLU(low_ch, 48, 1)
+            cf.low = FASPP(256 + 48, 128)
+
+        def forward(self, high, low):
+            return self.cf(high, self.reduce(low))
+
+    class EarlySR(nn.Module):  # sub-pixel 1/32 -> 1/8 between the F-ASPPs, then sub-pixel to 1/2 input, bilinear x4
+        def __init__(self, model):
+            super().__init__()
+            cf = model.context
+            self.high, self.low = cf.high, cf.low
+            self.up1 = SubPixelConv(256, 256, 4)
+            self.up2 = SubPixelConv(128, model.num_classes, 4, last=True)
+
+        def forward(self, high, low):
+            x = self.low(torch.cat([self.up1(self.high(high)), low], 1))
+            return self.up2(x)
+
+    def report(label, model):
+        c = count_flops(model, (512, 1024))
+        with torch.inference_mode():
+            out = tuple(model(torch.zeros(1, 3, 512, 1024, device="meta")).shape[-2:])
+        print(f"| {label} | {count_parameters(model):,} | {c['macs'] / 1e9:.2f} | {out[0]}x{out[1]} |")
+
+    print("| reading | params | GMACs 512x1024 | output |")
+    print("|---|---:|---:|---|")
+    report("chosen: farseenet (method 4)", meta("farseenet"))
+    m = meta("farseenet")
+    with torch.device("meta"):
+        m.context.high, m.context.low = FASPPWithoutPooling(512, 256), FASPPWithoutPooling(384, 128)
+    report("F-ASPPs without the image-pooling branch", m.eval())
+    m = meta("farseenet")
+    with torch.device("meta"):
+        m.context.low = FASPP(384, 128, (6, 12))
+    report("second F-ASPP with rates (6, 12)", m.eval())
+    m = meta("farseenet")
+    with torch.device("meta"):
+        m.context = ReducedLowLevel(m.context, 128)
+    report("low-level features reduced to 48 channels first", m.eval())
+    m = meta("farseenet")
+    with torch.device("meta"):
+        m.context, m.head = EarlySR(m), nn.Identity()
+    report("first sub-pixel conv between the F-ASPPs (output 1/2 input, then bilinear)", m.eval())
+    report("low-level features from layer3 (conv4_x), t = 4 then 8", meta("farseenet", low_level_stage="layer3"))
+
+
 def latency(iters: int, warmup: int) -> None:
     rows = []
     for method in (1, 4):
@@ -70,8 +136,8 @@ def latency(iters: int, warmup: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["complexity", "latency"])
+    parser.add_argument("what", choices=["complexity", "alternatives", "latency"])
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
-    complexity() if args.what == "complexity" else latency(args.iters, args.warmup)
+    {"complexity": complexity, "alternatives": alternatives, "latency": lambda: latency(args.iters, args.warmup)}[args.what]()
