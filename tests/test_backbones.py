@@ -68,7 +68,7 @@ def test_torchvision_checkpoint_loads_strictly(name, tmp_path):
 
 
 # Complexity at 224 x 224 as published (multiply-adds): ResNet paper Table 1 (1.8 x 10^9), MobileNetV2
-# Table 8 (300M), ShuffleNet V2 Table 5 (146M at 1.0x), ShuffleNet Table 2 (140M for 1x, g=8) and
+# (300M multiply-adds in its ImageNet comparison), ShuffleNet V2 Table 5 (146M at 1.0x), ShuffleNet Table 2 (140M for 1x, g=8) and
 # YOLO9000 section 3 (Darknet-19: 5.58 billion operations, i.e. FLOPs = 2 x multiply-adds).
 PUBLISHED_MACS_224 = {"resnet18": 1.8e9, "mobilenetv2": 300e6, "shufflenetv2": 146e6, "shufflenet-g8": 140e6, "darknet19": 5.58e9 / 2}
 
@@ -137,6 +137,15 @@ def test_stage_aliases_and_truncation():
     assert list(feats) == ["layer2"] and feats["layer2"].shape == (2, 128, 4, 4)
     with pytest.raises(KeyError, match="conv3_x"):
         create_backbone("resnet18", out_stages=["layer9"])
+
+
+def test_checkpoints_without_bn_step_counters_load_strictly(tmp_path):
+    # Files saved before PyTorch 0.4.1 (like several ImageNet releases) have no num_batches_tracked.
+    path, state = fake_torchvision_file("resnet18", tmp_path)
+    old = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    torch.save(old, path)
+    model = create_backbone("resnet18", pretrained=path)
+    assert torch.equal(model.layer2[0].downsample[1].running_var, state["layer2.0.downsample.1.running_var"])
 
 
 def test_truncated_backbone_ignores_the_dropped_stages_when_loading(tmp_path):

@@ -211,6 +211,11 @@ class Backbone(nn.Module):
         prefixes = tuple(p + "." for p in self.dropped)
         ignored = [k for k in state if k.startswith(prefixes)]
         state = {k: v for k, v in state.items() if not k.startswith(prefixes)}
+        # Checkpoints saved before PyTorch 0.4.1 have no BN step counters; PyTorch's own strict loading
+        # accepts that (the counter only matters for momentum=None), and so do we.
+        for key, value in self.state_dict().items():
+            if key.endswith(".num_batches_tracked") and key not in state:
+                state[key] = torch.zeros_like(value)
         report = load_weights(self, state, strict=strict)
         report["ignored"] = ignored
         problems = {k: v for k, v in report.items() if v and k != "ignored"}
