@@ -133,3 +133,5 @@ def test_any_backbone_by_name(tmp_path):
     assert torch.equal(model.backbone.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
     with torch.inference_mode():
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 19, 64, 64)
+    # Checkpoints record how to rebuild the model, but not the initialisation weights.
+    assert model.rtseg_spec["options"] == {"backbone": "resnet18"}
