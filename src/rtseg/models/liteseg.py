@@ -101,7 +101,7 @@ class LiteSeg(SegmentationModel):
         head: str = "daspp",
         conv: str = "separable",
         low_level_stage: str | None = None,
-        low_level_reduce: int | None = -1,
+        low_level_reduce: int | str | None = "auto",
         pretrained: str | os.PathLike | None = None,
     ):
         super().__init__()
@@ -118,7 +118,7 @@ class LiteSeg(SegmentationModel):
         self.backbone = create_backbone(backbone, output_stride=output_stride, out_stages=[low, high], pretrained=pretrained)
         self.low_stage, self.high_stage = low, high
         low_ch, high_ch = self.backbone.stage_channels(low), self.backbone.stage_channels(high)
-        if low_level_reduce == -1:  # the backbone's recorded choice, else 48 (DeepLabv3+) for wide features
+        if low_level_reduce == "auto":  # the backbone's recorded choice, else 48 (DeepLabv3+) for wide features
             low_level_reduce = known["low_level_reduce"] if known else (48 if low_ch > 48 else None)
         self.num_classes = num_classes
         self.size_divisor = output_stride
@@ -196,7 +196,7 @@ def liteseg(
     head: str = "daspp",
     conv: str = "separable",
     low_level_stage: str | None = None,
-    low_level_reduce: int | None = -1,
+    low_level_reduce: int | str | None = "auto",
     pretrained: str | None = None,
 ) -> LiteSeg:
     """LiteSeg: backbone + DASPP + decoder (options: head='aspp' baseline, conv='standard', any backbone)."""
