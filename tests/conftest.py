@@ -7,6 +7,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RTSEG_SHARED", ROOT.parent / "shared"))
 
+# One intra-op thread: the suite's many small forward passes gain little from a second one, and when the
+# cores are busy with other work a second thread only contends (measured 10-20x slower small backward passes).
+torch.set_num_threads(1)
+
 
 def shared_path(*parts: str) -> Path:
     """A path under ../shared, or skip the test with the reason when it is absent."""

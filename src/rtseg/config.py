@@ -41,9 +41,13 @@ DEFAULTS: dict[str, Any] = {
         "dataset": "synthetic",  # synthetic | cityscapes | camvid | folder
         "root": None,
         "train_split": "train",
+        "annotations": "fine",  # cityscapes: fine | coarse (gtCoarse, for coarse pretraining). Not yet consumed by the trainer.
         "val_split": "val",
         "image_size": [256, 512],  # H, W the images are resized to before augmentation (synthetic: drawn size)
         "crop_size": None,  # H, W random crop after scaling (None: no crop)
+        # Several crop sizes: each epoch passes over the training set once per [H, W] (LiteSeg's
+        # multi-scale training; overrides crop_size). Not yet consumed by the trainer.
+        "crop_sizes": None,
         "scale_range": [1.0, 1.0],  # random rescale factor range
         "hflip": False,
         "vflip": False,
@@ -68,7 +72,9 @@ DEFAULTS: dict[str, Any] = {
         "patience": 5,  # plateau
         "warmup_iters": 0,
     },
-    "loss": {"ignore_index": 255, "class_weights": None, "class_weight_c": 1.02},  # class_weights: None | enet | median-frequency | [list]
+    # class_weights: None | enet | median-frequency | [list]. reduction: mean | sum over pixels (LiteSeg's
+    # official code sums, hence its learning rates of 1e-7 / 1e-8); "sum" is not yet consumed by the trainer.
+    "loss": {"ignore_index": 255, "class_weights": None, "class_weight_c": 1.02, "reduction": "mean"},
     "train": {
         "epochs": 10,
         "batch_size": 8,

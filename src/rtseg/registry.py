@@ -151,7 +151,8 @@ def create_model(name: str, num_classes: int = 19, *, weights: str | None = None
     kwargs = {**entry.defaults, **options}
     model = entry.builder(num_classes=num_classes, **kwargs)
     # Record how the model was built so checkpoints and exports can rebuild it.
-    model.rtseg_spec = {"name": name, "num_classes": num_classes, "options": dict(options)}
+    # pretrained= only initialises (a backbone's ImageNet weights): rebuilding from a checkpoint must not need it.
+    model.rtseg_spec = {"name": name, "num_classes": num_classes, "options": {k: v for k, v in options.items() if k != "pretrained"}}
     model.normalization = entry.normalization
     if weights is not None:
         from rtseg.checkpoint import load_weights

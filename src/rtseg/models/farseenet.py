@@ -1,0 +1,199 @@
+"""FarSee-Net (Zhang & Zhang, "FarSee-Net: Real-Time Semantic Segmentation by Efficient Multi-scale Context
+Aggregation and Feature Space Super-resolution", ICRA 2020).
+
+Front-end: ResNet-18 (any registered backbone works); high-level features from its last stage, low-level
+features from ``conv3_x`` (torchvision's ``layer2``, stride 8). Back-end: the cascaded factorized ASPP
+(CF-ASPP, section III-B) and feature-space super-resolution by two sub-pixel convolutions (section III-C),
+so a half-resolution input yields a full-resolution output (``output_scale=2``). ``method`` selects the
+four back-ends of the ablation (Table I). The paper's Fig. 3 is not available; every choice it would
+settle is recorded in docs/fidelity.md ("FarSee-Net").
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rtseg.models.backbones import create_backbone
+from rtseg.models.base import SegmentationModel
+from rtseg.models.deeplab import ASPP, ConvBNReLU, DeepLabV3PlusDecoder, ImagePooling, init_head
+from rtseg.models.liteseg import default_feature_stages
+from rtseg.registry import register_model
+
+__all__ = ["FactorizedAtrousConv", "FASPP", "CFASPP", "SubPixelConv", "FarSeeNet", "METHODS"]
+
+PAPER = "FarSee-Net (Zhang & Zhang, ICRA 2020)"
+ASPP_RATES = (6, 12, 18)
+FEATURE_STAGES = {"resnet18": ("conv3_x", "layer4")}
+
+# Table I: 1 = ASPP + DeepLabv3+ decoder, 2 = F-ASPP + decoder, 3 = CF-ASPP (no decoder, no SR), 4 = full.
+METHODS = {
+    1: {"context": "aspp", "super_resolution": False},
+    2: {"context": "faspp", "super_resolution": False},
+    3: {"context": "cfaspp", "super_resolution": False},
+    4: {"context": "cfaspp", "super_resolution": True},
+}
+
+
+class FactorizedAtrousConv(nn.Sequential):
+    """F-ASPP's factorized 3x3 atrous conv (section III-B): pointwise 1x1 reducing F_i to F_o channels, then a
+    depthwise 3x3 with the same atrous rate; each followed by BN and ReLU (Fig. 3 caption)."""
+
+    def __init__(self, in_ch: int, out_ch: int, rate: int):
+        super().__init__(
+            ConvBNReLU(in_ch, out_ch, 1),
+            nn.Sequential(
+                nn.Conv2d(out_ch, out_ch, 3, padding=rate, dilation=rate, groups=out_ch, bias=False),
+                nn.BatchNorm2d(out_ch),
+                nn.ReLU(inplace=True),
+            ),
+        )
+
+
+class FASPP(nn.Module):
+    """Factorized ASPP (section III-B): the ASPP of DeepLabv3+ (1x1 branch, atrous branches, image pooling,
+    1x1 projection) with every 3x3 atrous convolution factorized."""
+
+    def __init__(self, in_ch: int, channels: int = 256, rates: tuple[int, ...] = ASPP_RATES):
+        super().__init__()
+        self.branches = nn.ModuleList([ConvBNReLU(in_ch, channels, 1)])
+        self.branches.extend(FactorizedAtrousConv(in_ch, channels, r) for r in rates)
+        self.pool = ImagePooling(in_ch, channels)
+        self.project = ConvBNReLU(channels * (len(rates) + 2), channels, 1)
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(torch.cat([b(x) for b in self.branches] + [self.pool(x)], 1))
+
+
+class CFASPP(nn.Module):
+    """Cascaded F-ASPP (section III-B, Fig. 3): F-ASPP on the high-level features, upsampled to the low-level
+    features' resolution and concatenated with them, then a second F-ASPP with fewer channels."""
+
+    def __init__(self, high_ch: int, low_ch: int, channels: tuple[int, int] = (256, 128), rates: tuple[int, ...] = ASPP_RATES):
+        super().__init__()
+        self.high = FASPP(high_ch, channels[0], rates)
+        self.low = FASPP(channels[0] + low_ch, channels[1], rates)
+        self.out_channels = channels[1]
+
+    def forward(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(self.high(high), size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return self.low(torch.cat([x, low], 1))
+
+
+class SubPixelConv(nn.Module):
+    """Sub-pixel convolution (section III-C, Shi et al. 2016): a 1x1 conv to ``out_ch * t * t`` channels, then a
+    periodic shuffle to ``t`` times the size. Intermediate ones have BN + ReLU; the last one yields class logits."""
+
+    def __init__(self, in_ch: int, out_ch: int, factor: int, last: bool = False):
+        super().__init__()
+        mid = out_ch * factor * factor
+        self.conv = nn.Conv2d(in_ch, mid, 1, bias=last)
+        self.bn = None if last else nn.BatchNorm2d(mid)
+        self.shuffle = nn.PixelShuffle(factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.bn is not None:
+            x = F.relu(self.bn(x))
+        return self.shuffle(x)
+
+
+class FarSeeNet(SegmentationModel):
+    """FarSee-Net; ``method`` 1-4 are the back-ends of Table I, ``output_scale`` the output/input size ratio."""
+
+    def __init__(
+        self,
+        num_classes: int = 19,
+        backbone: str = "resnet18",
+        method: int = 4,
+        output_scale: int = 2,
+        low_level_stage: str | None = None,
+        rates: tuple[int, ...] = ASPP_RATES,
+        pretrained: str | os.PathLike | None = None,
+    ):
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {sorted(METHODS)} (FarSee-Net Table I), got {method!r}")
+        if output_scale not in (1, 2, 4):
+            raise ValueError(f"output_scale must be 1, 2 or 4, got {output_scale!r}")
+        with torch.device("meta"):  # only to read the stage table, without allocating weights
+            probe = create_backbone(backbone)
+        low_default, high = FEATURE_STAGES.get(backbone) or default_feature_stages(probe, 8)
+        low, high = probe.resolve_stage(low_level_stage or low_default), probe.resolve_stage(high)
+        self.backbone = create_backbone(backbone, output_stride=32, out_stages=[low, high], pretrained=pretrained)
+        self.low_stage, self.high_stage = low, high
+        low_ch, high_ch = self.backbone.stage_channels(low), self.backbone.stage_channels(high)
+        low_stride = self.backbone.stage_stride(low)
+        self.num_classes = num_classes
+        self.method = method
+        self.size_divisor = 32
+        self.output_scale = output_scale
+        spec = METHODS[method]
+        rates = tuple(rates)
+        if spec["context"] == "cfaspp":
+            self.context = CFASPP(high_ch, low_ch, (256, 128), rates)
+            self.decoder = None
+            if spec["super_resolution"]:
+                # Two sub-pixel convs climb from the low-level stride to output_scale x the input size.
+                total = low_stride * output_scale
+                first = 4 if total >= 16 else 2
+                self.head = nn.Sequential(SubPixelConv(128, 128, first), SubPixelConv(128, num_classes, total // first, last=True))
+            else:
+                self.head = nn.Conv2d(128, num_classes, 1)
+        else:
+            self.context = ASPP(high_ch, 256, rates) if spec["context"] == "aspp" else FASPP(high_ch, 256, rates)
+            self.decoder = DeepLabV3PlusDecoder(256, low_ch, num_classes, 48, 256, 2, "standard", align_corners=False)
+            self.head = None
+        for part in (self.context, self.decoder, self.head):
+            if part is not None:
+                init_head(part)
+
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone(x)
+        high, low = feats[self.high_stage], feats[self.low_stage]
+        if self.decoder is not None:
+            out = self.decoder(self.context(high), low)
+        else:
+            out = self.head(self.context(high, low))
+        size = (x.shape[-2] * self.output_scale, x.shape[-1] * self.output_scale)
+        if out.shape[-2:] != size:
+            out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        return out
+
+
+def farseenet(
+    num_classes: int = 19,
+    backbone: str = "resnet18",
+    method: int = 4,
+    output_scale: int = 2,
+    low_level_stage: str | None = None,
+    pretrained: str | None = None,
+) -> FarSeeNet:
+    """FarSee-Net: front-end + CF-ASPP + feature-space super-resolution (output twice the input size)."""
+    return FarSeeNet(num_classes, backbone, method, output_scale, low_level_stage, ASPP_RATES, pretrained)
+
+
+_OURS = "our count (FarSee-Net reports no parameter figures; see docs/fidelity.md)"
+register_model("farseenet", paper=PAPER, expected_params=12_809_968, params_source=_OURS)(farseenet)
+_METHOD_DESCRIPTIONS = {
+    1: "FarSee-Net Table I method 1: ResNet-18 + ASPP + DeepLabv3+ decoder",
+    2: "FarSee-Net Table I method 2: ResNet-18 + F-ASPP + DeepLabv3+ decoder",
+    3: "FarSee-Net Table I method 3: ResNet-18 + CF-ASPP, no decoder, no super-resolution",
+    4: "FarSee-Net Table I method 4: the full network (same as farseenet)",
+}
+_METHOD_PARAMS = {1: 16_610_739, 2: 13_473_459, 3: 12_506_963, 4: 12_809_968}
+for _m, _desc in _METHOD_DESCRIPTIONS.items():
+    register_model(
+        f"farseenet-method{_m}", paper=PAPER, description=_desc, defaults={"method": _m}, expected_params=_METHOD_PARAMS[_m], params_source=_OURS
+    )(farseenet)
+register_model(
+    "farseenet-mobilenetv2",
+    paper=PAPER,
+    description="FarSee-Net back-end on MobileNetV2 (the paper's plug-in claim; not in its tables)",
+    defaults={"backbone": "mobilenetv2"},
+    expected_params=4_778_928,
+    params_source=_OURS,
+)(farseenet)
