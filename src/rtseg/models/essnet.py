@@ -1,5 +1,5 @@
-"""ESSNet family and WSPD-Net (Tiwari, master's thesis "Designing efficient convolutional layers and architectures
-for real-time semantic segmentation", chapters 3 and 4).
+"""ESSNet family and WSPD-Net (N. Vallurupalli, "On Designing Efficient Deep Neural Networks for Semantic
+Segmentation", MS thesis, IIIT Hyderabad, 2022; chapters 3 and 4).
 
 The networks build on ERFNet: its downsampler, non-bottleneck-1D layer and decoder are imported
 from :mod:`rtseg.models.erfnet`, and module names follow ERFNet's so that encoders trained alone
@@ -36,7 +36,7 @@ __all__ = [
     "WSPDNet",
 ]
 
-PAPER = "ESSNet thesis (Tiwari, chapters 3-4)"
+PAPER = "ESSNet thesis (Vallurupalli, IIIT Hyderabad 2022, chapters 3-4)"
 ENCODER_DILATIONS = (2, 4, 8, 16)
 BN_EPS = 1e-3  # thesis section 3.4.1: BN epsilon 0.001, momentum 0.1
 DECODERS = ("deconv", "upsampling", "trans4x", "trans8x", "nodec", "ppm")
