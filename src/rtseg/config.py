@@ -62,7 +62,18 @@ DEFAULTS: dict[str, Any] = {
         "val_samples": 40,  # synthetic only
         "seed": 0,  # synthetic only: which scenes are drawn
     },
-    "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False, "betas": [0.9, 0.999], "eps": 1e-8},
+    "optimizer": {
+        "name": "sgd",
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "nesterov": False,
+        "betas": [0.9, 0.999],
+        "eps": 1e-8,
+        # {parameter-name prefix: factor}: learning rate multiplied by factor for those parameters,
+        # e.g. {encoder: 1.0e-16} nearly freezes an encoder (ESSNet thesis section 3.5.1). None: one rate.
+        "lr_scale": None,
+    },
     "schedule": {
         "name": "poly",  # poly | step | plateau | constant
         "power": 0.9,
@@ -89,6 +100,10 @@ DEFAULTS: dict[str, Any] = {
     # Multi-stage recipes (e.g. encoder first, then the full network): a list of partial configs
     # merged over the rest of this file, run in order, each stage starting from the previous one's weights.
     "stages": None,
+    # Gradual grouping (ESSNet thesis section 3.5), for models built with gradual_grouping=True: alpha of
+    # every rtseg.gradual_grouping.GradualGroupedConv2d goes from 1 (dense) to 0 (grouped) over ramp_epochs
+    # starting at start_epoch (shape linear | cosine), then stays 0. See GradualGroupingSchedule.from_config.
+    "gradual_grouping": {"ramp_epochs": 0, "start_epoch": 0, "shape": "linear"},
     "output": {"dir": "runs/{recipe}", "keep_last": True},
 }
 
