@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from rtseg.models.base import SegmentationModel
 from rtseg.registry import register_model
 
-__all__ = ["DownsamplerBlock", "NonBottleneck1D", "UpsamplerBlock", "ERFNetEncoder", "ERFNetDecoder", "ERFNet"]
+__all__ = ["LayerStackEncoder", "DownsamplerBlock", "NonBottleneck1D", "UpsamplerBlock", "ERFNetEncoder", "ERFNetDecoder", "ERFNet"]
 
 PAPER = "ERFNet (Romera et al., T-ITS 2018)"
 ENCODER_DILATIONS = (2, 4, 8, 16)
@@ -67,7 +67,25 @@ class UpsamplerBlock(nn.Module):
         return F.relu(self.bn(self.conv(x)))
 
 
-class ERFNetEncoder(nn.Module):
+class LayerStackEncoder(nn.Module):
+    """An encoder that is ``initial_block`` then ``layers`` in order, with an optional 1x1 ``output_conv`` head."""
+
+    initial_block: nn.Module
+    layers: nn.ModuleList
+    output_conv: nn.Module | None
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.initial_block(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        return self.output_conv(x) if self.output_conv is not None else x
+
+
+class ERFNetEncoder(LayerStackEncoder):
     """ERFNet encoder (paper Table 1, layers 1-16), with the 1x1 head used when it is trained alone."""
 
     def __init__(self, num_classes: int, with_head: bool = True, dropout_scale: float = 1.0):
@@ -80,16 +98,6 @@ class ERFNetEncoder(nn.Module):
             layers += [NonBottleneck1D(128, 0.3 * dropout_scale, d) for d in ENCODER_DILATIONS]
         self.layers = nn.ModuleList(layers)
         self.output_conv = nn.Conv2d(128, num_classes, 1, bias=True) if with_head else None
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.initial_block(x)
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        return self.output_conv(x) if self.output_conv is not None else x
 
 
 class ERFNetDecoder(nn.Module):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from rtseg.gradual_grouping import GradualGroupedConv2d
 from rtseg.models.base import SegmentationModel
 from rtseg.models.blocks import ChannelShuffle
-from rtseg.models.erfnet import DownsamplerBlock, NonBottleneck1D, UpsamplerBlock
+from rtseg.models.erfnet import DownsamplerBlock, LayerStackEncoder, NonBottleneck1D, UpsamplerBlock
 from rtseg.registry import register_model
 
 __all__ = [
@@ -162,7 +162,7 @@ class PyramidPoolingModule(nn.Module):
         return torch.cat(outs, 1)
 
 
-class ESSNetEncoder(nn.Module):
+class ESSNetEncoder(LayerStackEncoder):
     """ESSNet encoder, layers 1-16 of Table 3.1 (layout ``b``: conv-modules throughout) or Table 3.3 (layout ``a``).
 
     Layout ``a`` reads Table 3.3's layers 3-7 as three non-bottleneck-1D layers followed by two
@@ -203,16 +203,6 @@ class ESSNetEncoder(nn.Module):
             layers += [conv_module(128, d) for d in ENCODER_DILATIONS]
         self.layers = nn.ModuleList(layers)
         self.output_conv = nn.Conv2d(128, num_classes, 1, bias=True) if with_head else None
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.initial_block(x)
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        return self.output_conv(x) if self.output_conv is not None else x
 
 
 def _residual_pair(channels: int, kind: str) -> list[nn.Module]:
