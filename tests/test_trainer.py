@@ -78,3 +78,39 @@ def test_staged_recipe_runs_stages_in_order_and_passes_weights(tmp_path):
     enc = load_checkpoint(tmp_path / "encoder" / "last.pt")
     full = load_checkpoint(tmp_path / "full" / "last.pt")
     assert enc["model"]["name"] == "espnet-c" and full["model"]["name"] == "espnet"
+
+
+def test_settings_the_trainer_cannot_carry_out_are_refused(tmp_path):
+    cfg = load_config("demo", TINY + ["data.rotate=10", "data.crop_sizes=[[32,32]]"])
+    with pytest.raises(ConfigError) as err:
+        Trainer(cfg, tmp_path, progress=False)
+    assert "data.rotate=10" in str(err.value) and "data.rotate=0" in str(err.value) and "data.crop_sizes" in str(err.value)
+
+
+def test_lr_scale_puts_prefixes_in_their_own_groups(tmp_path):
+    cfg = load_config("demo", TINY + ["train.epochs=1", "optimizer.lr_scale={level1: 0.0}", "optimizer.weight_decay=0"])
+    t = Trainer(cfg, tmp_path, progress=False)
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    t.run()
+    after = t.model.state_dict()
+    assert torch.equal(before["level1.conv.weight"], after["level1.conv.weight"])  # frozen by a zero factor
+    assert not torch.equal(before["level2_0.c1.conv.weight"], after["level2_0.c1.conv.weight"])
+    bad = load_config("demo", TINY + ["optimizer.lr_scale={nothing: 0.5}"])
+    with pytest.raises(ConfigError, match="nothing"):
+        Trainer(bad, tmp_path / "x", progress=False)
+
+
+def test_gradual_grouping_schedule_runs_and_grouped_stage_gets_cut_weights(tmp_path):
+    from rtseg.gradual_grouping import gradual_layers
+
+    cfg = load_config("demo", TINY + ["train.epochs=2", "gradual_grouping={ramp_epochs: 1}", "loss.reduction=sum", "optimizer.lr=1e-5"])
+    cfg["stages"] = [
+        {"name": "gradual", "model": {"name": "essnet-b-dg2", "options": {"gradual_grouping": True}}},
+        {"name": "grouped", "model": {"name": "essnet-b-dg2"}, "train": {"epochs": 1}},
+    ]
+    train(cfg, tmp_path, progress=False)
+    gradual = load_checkpoint(tmp_path / "gradual" / "last.pt")["model_state"]
+    alphas = [v for k, v in gradual.items() if k.endswith("alpha")]
+    assert alphas and all(float(a) == 0.0 for a in alphas)  # the ramp reached 0 in the second epoch
+    grouped = load_checkpoint(tmp_path / "grouped" / "last.pt")
+    assert not any(k.endswith("alpha") for k in grouped["model_state"])

@@ -41,20 +41,20 @@ DEFAULTS: dict[str, Any] = {
         "dataset": "synthetic",  # synthetic | cityscapes | camvid | folder
         "root": None,
         "train_split": "train",
-        "annotations": "fine",  # cityscapes: fine | coarse (gtCoarse, for coarse pretraining). Not yet consumed by the trainer.
+        "annotations": "fine",  # cityscapes: fine | coarse (gtCoarse, for coarse pretraining). The trainer refuses coarse for now.
         "val_split": "val",
         "image_size": [256, 512],  # H, W the images are resized to before augmentation (synthetic: drawn size)
         "crop_size": None,  # H, W random crop after scaling (None: no crop)
         # Several crop sizes: each epoch passes over the training set once per [H, W] (LiteSeg's
-        # multi-scale training; overrides crop_size). Not yet consumed by the trainer.
+        # multi-scale training; overrides crop_size). The trainer refuses it for now.
         "crop_sizes": None,
         "scale_range": [1.0, 1.0],  # random rescale factor range
         "hflip": False,
         "vflip": False,
-        "translate": 0,  # max random translation in pixels
-        "rotate": 0.0,  # max random rotation in degrees
-        "color_jitter": 0.0,
-        "channel_noise": 0.0,
+        "translate": 0,  # max random translation in pixels; refused by the trainer for now (see engine.trainer.check_supported)
+        "rotate": 0.0,  # max random rotation in degrees; refused by the trainer for now (see engine.trainer.check_supported)
+        "color_jitter": 0.0,  # brightness/contrast/saturation strength; refused by the trainer for now (see engine.trainer.check_supported)
+        "channel_noise": 0.0,  # std of per-channel colour noise; refused by the trainer for now (see engine.trainer.check_supported)
         "normalization": None,  # preset name; None: the model's own
         "label_scale": 1,  # labels downsampled by this factor (8 for encoder-only training)
         "input_scale": 1,  # input downsampled by this factor, labels kept (low-resolution input)
@@ -84,7 +84,7 @@ DEFAULTS: dict[str, Any] = {
         "warmup_iters": 0,
     },
     # class_weights: None | enet | median-frequency | [list]. reduction: mean | sum over pixels (LiteSeg's
-    # official code sums, hence its learning rates of 1e-7 / 1e-8); "sum" is not yet consumed by the trainer.
+    # official code sums, hence its learning rates of 1e-7 / 1e-8).
     "loss": {"ignore_index": 255, "class_weights": None, "class_weight_c": 1.02, "reduction": "mean"},
     "train": {
         "epochs": 10,

@@ -51,4 +51,7 @@ def build_criterion(loss_cfg: dict[str, Any], train_set, num_classes: int, out_d
         weight = torch.tensor(w, dtype=torch.float32)
     elif spec not in (None, "none"):
         raise ValueError(f"loss.class_weights={spec!r}: expected null, enet, median-frequency or a list of {num_classes} numbers")
-    return nn.CrossEntropyLoss(weight=weight, ignore_index=int(loss_cfg.get("ignore_index", 255)))
+    reduction = loss_cfg.get("reduction", "mean")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"loss.reduction={reduction!r}: expected mean or sum")
+    return nn.CrossEntropyLoss(weight=weight, ignore_index=int(loss_cfg.get("ignore_index", 255)), reduction=reduction)

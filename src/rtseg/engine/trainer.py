@@ -16,13 +16,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from rtseg.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from rtseg.checkpoint import extract_state_dict, load_checkpoint, load_file, load_weights, save_checkpoint
 from rtseg.config import DEFAULTS, ConfigError, _merge
 from rtseg.data.datasets import build_dataset, dataset_classes
 from rtseg.data.labels import CITYSCAPES_CATEGORIES
 from rtseg.data.transforms import EvalTransform, TrainTransform
 from rtseg.engine.losses import build_criterion
 from rtseg.engine.schedules import LearningRateSchedule
+from rtseg.gradual_grouping import GradualGroupingSchedule, convert_state_dict, gradual_layers
 from rtseg.metrics import ConfusionMatrix
 from rtseg.registry import create_model, get_entry
 
@@ -54,6 +55,29 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise TrainingError(f"device {name!r} was asked for but CUDA is not available; use train.device=cpu")
     return torch.device(name)
+
+
+# Recipe keys the trainer does not carry out yet, with the value that means "off"; a config that sets one
+# otherwise is refused rather than silently trained without it.
+_NOT_YET_SUPPORTED = {
+    ("data", "annotations"): "fine",
+    ("data", "crop_sizes"): None,
+    ("data", "translate"): 0,
+    ("data", "rotate"): 0,
+    ("data", "color_jitter"): 0,
+    ("data", "channel_noise"): 0,
+}
+
+
+def check_supported(config: dict[str, Any]) -> None:
+    """Raise a ConfigError naming every setting of ``config`` that this trainer cannot carry out."""
+    bad = []
+    for (section, key), off in _NOT_YET_SUPPORTED.items():
+        value = config.get(section, {}).get(key, off)
+        if value != off and not (off == 0 and not value):
+            bad.append(f"{section}.{key}={value!r} (set {section}.{key}={'null' if off is None else off} to train without it)")
+    if bad:
+        raise ConfigError("this trainer does not implement yet: " + "; ".join(bad))
 
 
 def _seed_everything(seed: int) -> None:
@@ -89,6 +113,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.progress = progress
         cfg = self.config
+        check_supported(cfg)
         tcfg, dcfg = cfg["train"], cfg["data"]
         if tcfg.get("threads"):
             torch.set_num_threads(int(tcfg["threads"]))
@@ -101,7 +126,10 @@ class Trainer:
         self.num_classes = num_classes
         self.model = create_model(mcfg["name"], num_classes=num_classes, **(mcfg.get("options") or {})).to(self.device)
         if init_weights is not None:
-            self.init_report = load_weights(self.model, init_weights, strict=False)
+            state = extract_state_dict(load_file(init_weights), str(init_weights))
+            # a gradual-grouping stage hands dense pointwise weights to a grouped model: cut them to its groups
+            self.init_report = load_weights(self.model, convert_state_dict(state, self.model), strict=False)
+        self.gradual = GradualGroupingSchedule.from_config(cfg["gradual_grouping"]) if gradual_layers(self.model) else None
         norm = dcfg.get("normalization") or get_entry(mcfg["name"]).normalization
         self.normalization = norm
         self.model.normalization = norm
@@ -182,6 +210,8 @@ class Trainer:
         from tqdm.auto import tqdm
 
         self.model.train()
+        if self.gradual is not None:
+            self.gradual.apply(self.model, epoch)
         loader = self._loader(self.train_set, True, epoch)
         bar = tqdm(total=self.iters_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.progress, leave=False, dynamic_ncols=True)
         total_loss, seen, t0 = 0.0, 0, time.perf_counter()
@@ -259,9 +289,28 @@ class Trainer:
         tmp.replace(self.out_dir / "metrics.csv")
 
 
+def _param_groups(model: nn.Module, lr_scale: dict[str, float] | None) -> list[dict[str, Any]]:
+    """One group per ``optimizer.lr_scale`` prefix (its ``lr_scale`` multiplies the scheduled rate), the rest in a last group."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not lr_scale:
+        return [{"params": [p for _, p in named], "lr_scale": 1.0}]
+    groups: list[dict[str, Any]] = []
+    taken: set[str] = set()
+    for prefix, factor in lr_scale.items():
+        members = [(n, p) for n, p in named if n.startswith(prefix) and n not in taken]
+        if not members:
+            raise ConfigError(f"optimizer.lr_scale prefix {prefix!r} matches no parameter of the model")
+        taken |= {n for n, _ in members}
+        groups.append({"params": [p for _, p in members], "lr_scale": float(factor)})
+    rest = [p for n, p in named if n not in taken]
+    if rest:
+        groups.append({"params": rest, "lr_scale": 1.0})
+    return groups
+
+
 def _build_optimizer(ocfg: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
     name = ocfg["name"].lower()
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = _param_groups(model, ocfg.get("lr_scale"))
     if name == "sgd":
         return torch.optim.SGD(params, lr=ocfg["lr"], momentum=ocfg["momentum"], weight_decay=ocfg["weight_decay"], nesterov=bool(ocfg["nesterov"]))
     if name in ("adam", "adamw"):
@@ -300,6 +349,9 @@ def train(config: dict[str, Any], out_dir: str | Path | None = None, resume: boo
     for i, stage in enumerate(stages):
         name = stage.get("name") or f"stage{i + 1}"
         stage_cfg = _merge(base, {k: v for k, v in stage.items() if k != "name"}, f"stages[{i}].", DEFAULTS)
+        stage_model = stage.get("model") or {}
+        if "name" in stage_model and "options" not in stage_model:
+            stage_cfg["model"]["options"] = {}  # options of another network do not carry over to this one
         stage_dir = out / name
         done = stage_dir / "summary.json"
         if resume and done.is_file():
