@@ -3,7 +3,7 @@ from rtseg.registry import create_model, get_entry, list_models
 
 __version__ = "0.1.0"
 
-__all__ = ["create_model", "list_models", "get_entry", "predict", "__version__"]
+__all__ = ["create_model", "list_models", "get_entry", "predict", "optimize", "__version__"]
 
 
 def __getattr__(name):
@@ -12,4 +12,8 @@ def __getattr__(name):
         from rtseg.inference import predict
 
         return predict
+    if name == "optimize":
+        from rtseg.deploy.optimize import optimize
+
+        return optimize
     raise AttributeError(f"module 'rtseg' has no attribute {name!r}")

@@ -135,10 +135,41 @@ def _bench_one(name: str, args: argparse.Namespace, size) -> dict[str, Any]:
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     record: dict[str, Any] = {"model": name, "params": count_parameters(model)}
     record.update(count_flops(model, size, 1))
+    if getattr(args, "backend", "torch") == "onnxruntime":
+        from rtseg.deploy.ort import measure_ort_latency
+
+        record.update(measure_ort_latency(model, size, args.batch, args.warmup, args.iters, args.threads, args.device))
+        record["flops_counted_operations"] = COUNTED_OPERATIONS
+        return record
+    if getattr(args, "optimize", False):
+        model = _optimized(model, args, size)
+        record["optimization"] = model.rtseg_optimization.summary()
     record["flops_counted_operations"] = COUNTED_OPERATIONS
     record["flops_batch"] = 1
     record.update(measure_latency(model, size, args.batch, args.device, args.warmup, args.iters, dtype, args.threads))
     return record
+
+
+def _optimized(model, args: argparse.Namespace, size=None):
+    """``rtseg.optimize`` with the command's --compile / --compile-mode / --channels-last choices."""
+    from rtseg.deploy.optimize import optimize
+
+    pick = {"off": False, "on": True, "auto": "auto"}
+    device = getattr(args, "device", "cpu")
+    device = "cpu" if device in (None, "auto") else device
+    timing_size = size if size is not None else (256, 512)
+    return optimize(model, timing_size, channels_last=pick[args.channels_last], compile=pick[args.compile],
+                    compile_mode=args.compile_mode, device=device, timing_iters=3)
+
+
+def _add_optimize_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--optimize", action="store_true", help="fold BatchNorm, drop dropout, group gradual layers (rtseg.optimize)")
+    p.add_argument("--channels-last", choices=["off", "on", "auto"], default="auto",
+                   help="with --optimize: channels-last memory format; auto keeps it only when a timing shows it is faster")
+    p.add_argument("--compile", choices=["off", "on", "auto"], default="off",
+                   help="with --optimize: torch.compile (auto: only when a timing shows it is faster; compiling takes tens of seconds)")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode, e.g. reduce-overhead (CUDA graphs on a GPU) or max-autotune")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -168,6 +199,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"MACs           {rec['macs'] / 1e9:.3f} G  (FLOPs {rec['flops'] / 1e9:.3f} G = 2 x MACs; counted: convolutions and matrix products)")
             print(f"latency        mean {rec['latency_ms_mean']:.2f} ms, median {rec['latency_ms_median']:.2f} ms, p90 {rec['latency_ms_p90']:.2f} ms")
             print(f"throughput     {rec['fps']:.2f} FPS")
+            if "optimization" in rec:
+                print(f"optimized      {rec['optimization']}")
+            if "backend" in rec:
+                print(f"backend        {rec['backend']}")
             print(f"conditions     {c['device_name']} ({c['device']}), {c['threads']} threads, batch {c['batch']}, {size[0]}x{size[1]}, {c['dtype']}, "
                   f"warm-up {c['warmup']}, {c['iters']} iterations, torch {c['torch_version']}")
     if args.all:
@@ -216,6 +251,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = load_model(args.model, weights=args.weights, num_classes=args.num_classes)
     palette = classes_for(model).palette
     size = parse_size(args.size)
+    if getattr(args, "optimize", False):
+        model = _optimized(model, args, size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files, errors = _collect_inputs(args.inputs)
@@ -322,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
     p.add_argument("--num-classes", type=int, default=19)
     p.add_argument("--json", help="write the record(s) as JSON to this file")
+    _add_optimize_options(p)
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch", help="run PyTorch or an ONNX export under ONNX Runtime")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="train a small model on synthetic scenes, evaluate, benchmark and predict")
@@ -339,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", help="resize inputs to HxW before the model; outputs keep the image size")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     p.add_argument("--save-labels", action="store_true", help="also write the raw class-index PNG")
+    _add_optimize_options(p)
     p.set_defaults(func=cmd_predict)
     return parser
 

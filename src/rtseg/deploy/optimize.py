@@ -1,0 +1,354 @@
+"""An inference-only copy of a model that computes the same logits faster.
+
+:func:`optimize` applies, in order:
+
+1. gradual-grouping layers (ESSNet) -> real grouped convolutions (only where alpha = 0, where that is exact);
+2. dropout -> identity (dropout is already a no-op in eval mode; this removes the call);
+3. BatchNorm folded into the convolution that feeds it. Which BN follows which convolution is found
+   by running the model once and watching the tensors, so it works for any forward code. A BN is
+   folded only when its input is the output of one convolution module *and nothing else reads that
+   output* (a residual branch reading the pre-BN tensor would otherwise change). BNs after a concat,
+   an addition, a pooling or a shared activation stay as they are;
+4. optionally channels-last memory format and ``torch.compile``, each kept only when a timing on this
+   machine shows it is faster (``"auto"``), or forced on / off.
+
+The result is checked against the eager model on a random input unless ``verify=False``.
+"""
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["optimize", "fold_batchnorm", "remove_dropout", "OptimizationReport", "compare_outputs"]
+
+_FOLDABLE_CONVS = (nn.Conv2d, nn.ConvTranspose2d)
+_BATCHNORMS = (nn.BatchNorm2d,)
+_DROPOUTS = (nn.Dropout, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+@dataclass
+class OptimizationReport:
+    """What :func:`optimize` did; attached to the returned model as ``rtseg_optimization``."""
+
+    folded_batchnorms: int = 0
+    kept_batchnorms: list[str] = field(default_factory=list)
+    removed_dropouts: int = 0
+    converted_gradual_layers: int = 0
+    channels_last: bool = False
+    compiled: bool = False
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    max_abs_diff: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{self.folded_batchnorms} BatchNorm folded", f"{len(self.kept_batchnorms)} kept (not after a single-use conv)",
+                 f"{self.removed_dropouts} dropout removed"]
+        if self.converted_gradual_layers:
+            parts.append(f"{self.converted_gradual_layers} gradual layers grouped")
+        parts.append("channels-last" if self.channels_last else "contiguous (NCHW)")
+        parts.append("torch.compile" if self.compiled else "not compiled")
+        if self.max_abs_diff is not None:
+            parts.append(f"max |logit diff| vs eager {self.max_abs_diff:.2e}")
+        return ", ".join(parts)
+
+
+def _set_child(root: nn.Module, qualified: str, new: nn.Module) -> None:
+    parent_name, _, leaf = qualified.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, leaf, new)
+
+
+class RemovedDropout(nn.Identity):
+    """Stands where a dropout was; keeps ``p`` (as 0) for forward code that reads it."""
+
+    p = 0.0
+    inplace = False
+
+
+def remove_dropout(model: nn.Module) -> int:
+    """Replace every dropout module by an identity (in place); returns how many."""
+    names = [n for n, m in model.named_modules() if isinstance(m, _DROPOUTS)]
+    for n in names:
+        _set_child(model, n, RemovedDropout())
+    return len(names)
+
+
+class _ConsumerCounter(TorchFunctionMode):
+    """Counts, for each watched tensor, the torch operations that read it and produce a tensor."""
+
+    def __init__(self, watched: dict[int, torch.Tensor]):
+        super().__init__()
+        self.watched = watched
+        self.readers: dict[int, int] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        # Metadata queries (x.shape, x.size(), x.dim()) do not read values and must not block a fold.
+        if any(isinstance(r, torch.Tensor) for r in _flatten(result)):
+            for a in _flatten((args, kwargs)):
+                if isinstance(a, torch.Tensor) and id(a) in self.watched and self.watched[id(a)] is a:
+                    self.readers[id(a)] = self.readers.get(id(a), 0) + 1
+        return result
+
+
+def _flatten(obj: Any):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _flatten(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _flatten(o)
+
+
+def _find_conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> tuple[list[tuple[str, str]], list[str]]:
+    """(conv name, bn name) pairs safe to fold, and the names of the BNs that are not."""
+    names = {m: n for n, m in model.named_modules()}
+    conv_outputs: dict[int, torch.Tensor] = {}  # id -> tensor (kept alive so ids stay unique)
+    conv_of_output: dict[int, nn.Module] = {}
+    bn_inputs: dict[nn.Module, list[torch.Tensor]] = {}  # kept alive: a freed tensor's id can be reused
+    calls: dict[nn.Module, int] = {}
+
+    def conv_hook(module, inputs, output):
+        calls[module] = calls.get(module, 0) + 1
+        if isinstance(output, torch.Tensor):
+            conv_outputs[id(output)] = output
+            conv_of_output[id(output)] = module
+
+    def bn_pre_hook(module, inputs):
+        calls[module] = calls.get(module, 0) + 1
+        bn_inputs.setdefault(module, []).append(inputs[0])
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, _FOLDABLE_CONVS):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, _BATCHNORMS):
+            handles.append(m.register_forward_pre_hook(bn_pre_hook))
+    counter = _ConsumerCounter(conv_outputs)
+    try:
+        with torch.no_grad(), counter:
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+
+    pairs, kept = [], []
+    bns_of_conv: dict[nn.Module, set[nn.Module]] = {}
+    for bn, tensors in bn_inputs.items():
+        ids = [id(t) for t in tensors]
+        convs = {conv_of_output.get(id(t)) if conv_outputs.get(id(t)) is t else None for t in tensors}
+        ok = len(convs) == 1 and None not in convs and all(counter.readers.get(i, 0) == 1 for i in ids)
+        conv = next(iter(convs)) if ok else None
+        if ok and calls.get(conv) != len(ids):  # a conv called elsewhere without this BN
+            ok = False
+        if ok and isinstance(conv, nn.ConvTranspose2d) and conv.groups != 1:
+            ok = False
+        if ok and conv.weight.shape[0 if isinstance(conv, nn.Conv2d) else 1] != bn.num_features:
+            ok = False
+        if ok:
+            bns_of_conv.setdefault(conv, set()).add(bn)
+            pairs.append((names[conv], names[bn]))
+        else:
+            kept.append(names[bn])
+    # A conv whose output feeds two different BNs (in different calls) cannot take both.
+    shared = {names[c] for c, bns in bns_of_conv.items() if len(bns) > 1}
+    kept += [b for c, b in pairs if c in shared]
+    pairs = [(c, b) for c, b in pairs if c not in shared]
+    return pairs, kept
+
+
+@torch.no_grad()
+def _fold(conv: nn.Module, bn: nn.BatchNorm2d) -> None:
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
+    scale = torch.rsqrt(bn.running_var.double() + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.double()
+    shift = -bn.running_mean.double() * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.double()
+    w = conv.weight.double()
+    if isinstance(conv, nn.ConvTranspose2d):  # weight: in x out x kh x kw
+        w = w * scale.view(1, -1, 1, 1)
+    else:  # weight: out x in/groups x kh x kw (grouped and depthwise alike)
+        w = w * scale.view(-1, 1, 1, 1)
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+    dtype = conv.weight.dtype
+    conv.weight.copy_(w.to(dtype))
+    new_bias = (bias * scale + shift).to(dtype)
+    if conv.bias is None:
+        conv.bias = nn.Parameter(new_bias)
+    else:
+        conv.bias.copy_(new_bias)
+
+
+def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> tuple[int, list[str]]:
+    """Fold every safely foldable BatchNorm of ``model`` (in eval mode, in place) into its convolution.
+
+    Returns the number folded and the names of the BatchNorms left in place.
+    """
+    pairs, kept = _find_conv_bn_pairs(model, example)
+    for conv_name, bn_name in pairs:
+        _fold(model.get_submodule(conv_name), model.get_submodule(bn_name))
+        _set_child(model, bn_name, nn.Identity())
+    return len(pairs), kept
+
+
+def compare_outputs(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, float]:
+    """Max absolute logit difference and the fraction of pixels whose argmax agrees."""
+    reference, candidate = reference.float(), candidate.float()
+    return {
+        "max_abs_diff": float((reference - candidate).abs().max()),
+        "argmax_agreement": float((reference.argmax(1) == candidate.argmax(1)).float().mean()),
+    }
+
+
+def _time(model: nn.Module, x: torch.Tensor, iters: int) -> float:
+    with torch.inference_mode():
+        model(x)
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            model(x)
+    return (time.perf_counter() - t0) * 1000.0 / iters
+
+
+def _compile_available() -> str | None:
+    """None when torch.compile can run here, else why not."""
+    if not hasattr(torch, "compile"):
+        return "this PyTorch has no torch.compile"
+    try:
+        import torch._inductor  # noqa: F401
+    except Exception as exc:  # pragma: no cover - depends on the installation
+        return f"the inductor backend cannot be imported ({exc})"
+    return None
+
+
+def optimize(
+    model: nn.Module,
+    example_size: tuple[int, int] = (128, 256),
+    *,
+    channels_last: bool | str = False,
+    compile: bool | str = False,
+    compile_mode: str | None = None,
+    device: str | torch.device | None = None,
+    timing_iters: int = 5,
+    verify: bool = True,
+    tolerance: float = 1e-4,
+    inplace: bool = False,
+) -> nn.Module:
+    """An eval-mode copy of ``model`` with BN folded, dropout removed and gradual layers grouped.
+
+    ``channels_last`` / ``compile``: ``True`` forces, ``False`` skips, ``"auto"`` times both variants
+    at ``example_size`` (``timing_iters`` runs each) and keeps the faster one. ``compile_mode`` is passed to
+    ``torch.compile`` (e.g. ``"max-autotune"``, which uses CUDA graphs on a GPU). With ``verify`` the result
+    is compared with the eager model on a random input and a difference above ``tolerance`` raises.
+    What was done is in ``result.rtseg_optimization`` (an :class:`OptimizationReport`).
+    """
+    for opt, value in (("channels_last", channels_last), ("compile", compile)):
+        if value not in (True, False, "auto"):
+            raise ValueError(f"{opt} must be True, False or 'auto', got {value!r}")
+    eager = model
+    model = model if inplace else copy.deepcopy(model)
+    model.eval()
+    if device is None:
+        try:
+            device = next(model.parameters()).device
+        except StopIteration:
+            device = torch.device("cpu")
+    device = torch.device(device)
+    model.to(device)
+    report = OptimizationReport()
+    example = torch.randn(1, 3, *example_size, device=device, generator=None)
+
+    reference = None
+    if verify:
+        with torch.inference_mode():
+            reference = eager.eval()(example.to(next(eager.parameters()).device)).to(device)
+
+    from rtseg.gradual_grouping import convert, gradual_layers
+
+    layers = gradual_layers(model)
+    if layers:
+        if all(float(layer.alpha) == 0.0 for layer in layers):
+            convert(model)
+            report.converted_gradual_layers = len(layers)
+        else:
+            report.notes.append("gradual-grouping layers kept dense: alpha > 0, so grouping would change the output")
+    report.removed_dropouts = remove_dropout(model)
+    report.folded_batchnorms, report.kept_batchnorms = fold_batchnorm(model, example)
+
+    if channels_last == "auto":
+        base_ms = _time(model, example, timing_iters)
+        cl_ms = _time(model.to(memory_format=torch.channels_last), example.to(memory_format=torch.channels_last), timing_iters)
+        report.timings_ms.update({"contiguous": base_ms, "channels_last": cl_ms})
+        channels_last = cl_ms < base_ms
+        if not channels_last:
+            model.to(memory_format=torch.contiguous_format)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        report.channels_last = True
+
+    result: nn.Module = model
+    if compile:
+        why_not = _compile_available()
+        if why_not:
+            if compile is True:
+                raise RuntimeError(f"torch.compile was asked for but {why_not}")
+            report.notes.append(f"not compiled: {why_not}")
+        else:
+            compiled = _Compiled(model, compile_mode, channels_last=report.channels_last)
+            if compile == "auto":
+                x = example.to(memory_format=torch.channels_last) if report.channels_last else example
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        c_ms = _time(compiled, x, timing_iters)
+                    e_ms = _time(model, x, timing_iters)
+                    report.timings_ms.update({"eager_optimized": e_ms, "compiled": c_ms})
+                    if c_ms < e_ms:
+                        result, report.compiled = compiled, True
+                except Exception as exc:  # compilation problems must not break inference
+                    report.notes.append(f"not compiled: torch.compile failed ({type(exc).__name__}: {exc})")
+            else:
+                result, report.compiled = compiled, True
+
+    if verify and reference is not None:
+        with torch.inference_mode():
+            out = result(example)
+        cmp = compare_outputs(reference, out)
+        report.max_abs_diff = cmp["max_abs_diff"]
+        if cmp["max_abs_diff"] > tolerance:
+            raise RuntimeError(
+                f"optimized {type(eager).__name__} differs from the eager model by {cmp['max_abs_diff']:.3g} (> {tolerance:g}) "
+                "on a random input; please report this model"
+            )
+    for attr in ("rtseg_spec", "normalization", "class_info", "num_classes", "size_divisor", "output_scale"):
+        if hasattr(eager, attr) and not hasattr(result, attr):
+            setattr(result, attr, getattr(eager, attr))
+    result.rtseg_optimization = report
+    return result
+
+
+class _Compiled(nn.Module):
+    """``torch.compile`` of a model, wrapped so that it keeps the model's attributes and parameters."""
+
+    def __init__(self, model: nn.Module, mode: str | None, channels_last: bool):
+        super().__init__()
+        self.model = model
+        self.channels_last = channels_last
+        self._compiled = torch.compile(model, mode=mode, dynamic=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._compiled(x)

@@ -1,0 +1,109 @@
+"""rtseg.optimize: the optimized model computes the eager model's logits, for every registered model."""
+import pytest
+import torch
+import torch.nn as nn
+
+import rtseg
+from rtseg.deploy import compare_outputs, fold_batchnorm, optimize
+
+MODELS = rtseg.list_models()
+
+
+def randomise_batchnorm(model: nn.Module) -> nn.Module:
+    """Non-trivial BN statistics and affine parameters, so that a wrong fold shows in the output."""
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_optimized_logits_equal_eager(name):
+    model = randomise_batchnorm(rtseg.create_model(name, num_classes=19))
+    fast = optimize(model, (64, 96))
+    report = fast.rtseg_optimization
+    # an input size other than the one used to find the conv/BN pairs, and not a multiple of the output stride
+    x = torch.randn(1, 3, 72, 100)
+    with torch.inference_mode():
+        cmp = compare_outputs(model(x), fast(x))
+    assert cmp["max_abs_diff"] < 1e-4
+    assert cmp["argmax_agreement"] >= 0.999
+    assert report.folded_batchnorms > 0
+    remaining = sum(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert remaining == len(report.kept_batchnorms)
+    assert not any(isinstance(m, nn.Dropout2d) for m in fast.modules())
+    # the original model is untouched
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_bn_reading_a_reused_conv_output_is_not_folded():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+            self.bn = nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y) + y  # y is read twice: folding would change the second read
+
+    model = randomise_batchnorm(Residual())
+    n, kept = fold_batchnorm(model, torch.randn(1, 3, 8, 8))
+    assert n == 0 and kept == ["bn"]
+
+
+def test_grouped_dilated_and_transposed_convs_fold_exactly():
+    model = randomise_batchnorm(nn.Sequential(
+        nn.Conv2d(4, 8, 3, padding=2, dilation=2, groups=4, bias=False), nn.BatchNorm2d(8),
+        nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1), nn.BatchNorm2d(6),
+        nn.Conv2d(6, 6, 3, padding=1, groups=6), nn.BatchNorm2d(6),
+    ))
+    x = torch.randn(2, 4, 10, 12)
+    with torch.no_grad():
+        ref = model(x)
+    import copy
+    folded = copy.deepcopy(model)
+    n, kept = fold_batchnorm(folded, x)
+    assert n == 3 and kept == []
+    with torch.no_grad():
+        assert torch.allclose(folded(x), ref, atol=1e-5)
+
+
+def test_gradual_layers_are_grouped_when_alpha_is_zero():
+    from rtseg.gradual_grouping import GradualGroupedConv2d, set_alpha
+
+    model = randomise_batchnorm(rtseg.create_model("essnet-a-dg2", num_classes=19, gradual_grouping=True))
+    set_alpha(model, 0.0)
+    fast = optimize(model, (64, 64))
+    assert fast.rtseg_optimization.converted_gradual_layers > 0
+    assert not any(isinstance(m, GradualGroupedConv2d) for m in fast.modules())
+    set_alpha(model, 0.5)  # grouping would change the function: the layers stay dense
+    fast = optimize(model, (64, 64))
+    assert fast.rtseg_optimization.converted_gradual_layers == 0 and fast.rtseg_optimization.notes
+
+
+def test_channels_last_keeps_the_output():
+    model = randomise_batchnorm(rtseg.create_model("liteseg-mobilenetv2", num_classes=19))
+    fast = optimize(model, (64, 64), channels_last=True)
+    assert fast.rtseg_optimization.channels_last
+    x = torch.randn(1, 3, 64, 96)
+    with torch.inference_mode():
+        assert compare_outputs(model(x), fast(x))["max_abs_diff"] < 1e-4
+
+
+def test_bad_option_is_named():
+    with pytest.raises(ValueError, match="channels_last"):
+        optimize(nn.Conv2d(3, 3, 1), channels_last="yes")
+
+
+def test_bench_command_with_optimize(capsys):
+    from rtseg.cli import main
+
+    assert main(["bench", "espnet-c", "--size", "64x64", "--iters", "1", "--warmup", "1", "--optimize", "--channels-last", "off"]) == 0
+    out = capsys.readouterr().out
+    assert "BatchNorm folded" in out and "max |logit diff|" in out
