@@ -240,25 +240,77 @@ def _collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return files, errors
 
 
+def _segmenter(args: argparse.Namespace, size):
+    """(segment(rgb) -> label map, palette) for the chosen model and backend."""
+    import tempfile
+
+    from rtseg.inference import classes_for, load_model, predict
+
+    backend = getattr(args, "backend", "torch")
+    if str(args.model).endswith(".onnx"):
+        backend = "onnxruntime"
+    if backend == "onnxruntime":
+        from rtseg.deploy.ort import OnnxSegmenter
+
+        if str(args.model).endswith(".onnx"):
+            path = args.model
+        else:  # export the model once into a temporary dynamic-shape ONNX file
+            from rtseg.deploy.onnx_export import export_onnx
+
+            path = str(Path(tempfile.mkdtemp(prefix="rtseg-")) / "model.onnx")
+            model = load_model(args.model, weights=args.weights, num_classes=args.num_classes)
+            export_onnx(model, path, size or (256, 512), dynamic=True)
+        seg = OnnxSegmenter(path, threads=getattr(args, "threads", None))
+        return (lambda rgb: seg.predict(rgb, size)), seg.class_info.palette
+    model = load_model(args.model, weights=args.weights, num_classes=args.num_classes)
+    palette = classes_for(model).palette
+    if getattr(args, "optimize", False):
+        model = _optimized(model, args, size)
+    return (lambda rgb: predict(model, rgb, size=size)), palette
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
     from rtseg.data.datasets import DatasetError, read_image
     from rtseg.data.labels import colorize
-    from rtseg.inference import classes_for, load_model, overlay, parse_size, predict
+    from rtseg.inference import overlay, parse_size
 
-    model = load_model(args.model, weights=args.weights, num_classes=args.num_classes)
-    palette = classes_for(model).palette
     size = parse_size(args.size)
-    if getattr(args, "optimize", False):
-        model = _optimized(model, args, size)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from rtseg.deploy.video import is_stream
+
+    streams = [i for i in args.inputs if is_stream(i)]
+    files, errors = _collect_inputs([i for i in args.inputs if not is_stream(i)])
+    segment, palette = _segmenter(args, size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    files, errors = _collect_inputs(args.inputs)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
+    if getattr(args, "as_video", False) and files:
+        streams.append(files)
+        files = []
     done = 0
+    for stream in streams:
+        from rtseg.deploy.video import VideoError, predict_video
+
+        is_list = isinstance(stream, list)
+        # an image list or a pattern (frames/%05d.png) is named after its folder, a video after its file
+        name = (stream[0].parent.name if is_list else Path(stream).parent.name if "%" in str(stream) else Path(stream).stem) or "sequence"
+        try:
+            rec = predict_video(segment, "image list" if is_list else stream, out / f"{name}_overlay.mp4", palette, args.alpha,
+                                frames=stream if is_list else None, fps=getattr(args, "fps", None))
+        except VideoError as exc:
+            errors.append(str(exc))
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        print(f"{rec['output']}: {rec['frames']} frames, {rec['fps_end_to_end']:.2f} FPS end to end "
+              f"(decode overlapped with inference; pre-process + inference + post-process alone {rec['fps_segment_only']:.2f} FPS)")
+        done += 1
     for f in files:
         try:
             image = read_image(f)
@@ -266,7 +318,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             errors.append(str(exc))
             print(f"error: {exc}", file=sys.stderr)
             continue
-        label_map = predict(model, image, size=size)
+        label_map = segment(image)
         stem = f.stem
         Image.fromarray(colorize(label_map, palette)).save(out / f"{stem}_mask.png")
         Image.fromarray(overlay(image, label_map, palette, args.alpha)).save(out / f"{stem}_overlay.png")
@@ -275,6 +327,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
         done += 1
     print(f"wrote {done} prediction(s) to {out}" + (f"; {len(errors)} input(s) failed (see errors above)" if errors else ""))
     return 1 if errors else 0
+
+
+# -- export ---------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from rtseg.inference import load_model, parse_size
+
+    if args.dynamic and args.size:
+        raise CLIError("--size and --dynamic exclude each other: a dynamic export has no fixed size (--size only sets the traced one with --trace-size)")
+    if args.dynamic and args.format == "torchscript":
+        raise CLIError("--dynamic is for --format onnx; a TorchScript export is traced at one --size")
+    model = load_model(args.model, weights=args.weights, num_classes=args.num_classes)
+    size = parse_size(args.size or args.trace_size)
+    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    stem = Path(args.model).stem if Path(args.model).is_file() else args.model
+    out = Path(args.out) if args.out else Path(f"{stem}{'-dynamic' if args.dynamic else f'-{size[0]}x{size[1]}'}{'-argmax' if args.argmax else ''}{suffix}")
+    if args.format == "onnx":
+        from rtseg.deploy.onnx_export import export_onnx
+
+        record = export_onnx(model, out, size, dynamic=args.dynamic, argmax=args.argmax, opset=args.opset, verify=not args.no_verify)
+    else:
+        from rtseg.deploy.torchscript_export import export_torchscript
+
+        record = export_torchscript(model, out, size, argmax=args.argmax, verify=not args.no_verify)
+    print(f"wrote {out} ({record['bytes'] / 1e6:.1f} MB, {args.format}{', opset ' + str(args.opset) if args.format == 'onnx' else ''}, "
+          f"input {'dynamic N x 3 x H x W' if args.dynamic else f'1 x 3 x {size[0]} x {size[1]}'}, output {'labels' if args.argmax else 'logits'})")
+    v = record.get("verification")
+    if v:
+        runtime = "ONNX Runtime" if args.format == "onnx" else "the reloaded TorchScript"
+        diff = f"max |logit diff| {v['max_abs_diff']:.2e}, " if "max_abs_diff" in v else ""
+        print(f"verified: {runtime} vs PyTorch{' at ' + 'x'.join(map(str, v['size'])) if 'size' in v else ''}: {diff}arg-max agreement {100 * v['argmax_agreement']:.3f} %")
+    return 0
 
 
 # -- demo -----------------------------------------------------------------------------------
@@ -369,15 +452,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("predict", help="colourised masks and overlays for images or folders")
+    p = sub.add_parser("export", help="export a model or checkpoint to ONNX or TorchScript, verified after export")
     p.add_argument("model", help="an rtseg checkpoint (.pt) or a registered model name")
-    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--size", help="fixed input HxW (default 512x1024)")
+    p.add_argument("--dynamic", action="store_true", help="ONNX: free batch, height and width")
+    p.add_argument("--trace-size", default="512x1024", help="with --dynamic: the HxW traced with (default 512x1024)")
+    p.add_argument("--argmax", action="store_true", help="end the graph in an arg-max: outputs the int64 label map instead of logits")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
+    p.add_argument("--out", help="output file (default: MODEL-SIZE[-argmax].onnx / .pt in the current folder)")
+    p.add_argument("--weights", help="weights file for a model name")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime / reload check against PyTorch")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="colourised masks and overlays for images or folders")
+    p.add_argument("model", help="an rtseg checkpoint (.pt), a registered model name or an exported .onnx file")
+    p.add_argument("inputs", nargs="+", help="image files, folders, videos (.mp4, .avi, ...) or image-sequence patterns (frames/%%05d.png)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--weights", help="weights file for a model name")
     p.add_argument("--num-classes", type=int)
     p.add_argument("--size", help="resize inputs to HxW before the model; outputs keep the image size")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     p.add_argument("--save-labels", action="store_true", help="also write the raw class-index PNG")
+    p.add_argument("--as-video", action="store_true", help="write the input images, in name order, as one overlay video")
+    p.add_argument("--fps", type=float, help="frame rate of written videos (default: the input's, else 25)")
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="PyTorch, or ONNX Runtime (a .onnx model file always runs there)")
     _add_optimize_options(p)
     p.set_defaults(func=cmd_predict)
     return parser
@@ -387,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from rtseg.checkpoint import CheckpointError, WeightsMismatchError
+    from rtseg.deploy.onnx_export import ExportError
     from rtseg.config import ConfigError
     from rtseg.data.datasets import DatasetError
     from rtseg.engine.trainer import TrainingError
@@ -394,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (CLIError, CheckpointError, WeightsMismatchError, ConfigError, DatasetError, TrainingError, UnknownModelError, UnknownOptionError, ValueError) as exc:
+    except (CLIError, ExportError, CheckpointError, WeightsMismatchError, ConfigError, DatasetError, TrainingError, UnknownModelError, UnknownOptionError, ValueError) as exc:
         print(f"rtseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

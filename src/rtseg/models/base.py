@@ -33,7 +33,8 @@ class SegmentationModel(nn.Module):
         h, w = x.shape[-2:]
         d = self.size_divisor
         pad_h, pad_w = (d - h % d) % d, (d - w % d) % d
-        if pad_h == 0 and pad_w == 0:
+        # While exporting, pad unconditionally: the traced graph must serve every input size, not just the traced one.
+        if pad_h == 0 and pad_w == 0 and not torch.onnx.is_in_onnx_export():
             return self.segment(x)
         out = self.segment(F.pad(x, (0, pad_w, 0, pad_h)))
         s = self.output_scale

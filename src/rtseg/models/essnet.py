@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from rtseg.gradual_grouping import GradualGroupedConv2d
 from rtseg.models.base import SegmentationModel
 from rtseg.models.blocks import ChannelShuffle
+from rtseg.models.export_ops import adaptive_avg_pool2d
 from rtseg.models.erfnet import DownsamplerBlock, LayerStackEncoder, NonBottleneck1D, UpsamplerBlock
 from rtseg.registry import register_model
 
@@ -154,7 +155,8 @@ class PyramidPoolingModule(nn.Module):
         h, w = x.shape[-2:]
         outs = [x]
         for scale, branch in zip(self.scales, self.branches):
-            pooled = x if scale == 1 else F.adaptive_avg_pool2d(x, (max(1, -(-h // scale)), max(1, -(-w // scale))))
+            # ceil(h / scale) (>= 1), written with non-negative operands: ONNX integer division truncates toward zero
+            pooled = x if scale == 1 else adaptive_avg_pool2d(x, ((h + scale - 1) // scale, (w + scale - 1) // scale))
             y = branch(pooled)
             if scale != 1:
                 y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)

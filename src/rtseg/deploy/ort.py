@@ -1,0 +1,107 @@
+"""ONNX Runtime as an inference backend: latency measurement and an image -> label map predictor."""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from rtseg.deploy.onnx_export import ExportError, export_onnx, ort_session, read_metadata
+
+__all__ = ["OnnxSegmenter", "measure_ort_latency", "ort_providers"]
+
+
+def ort_providers(device: str = "cpu") -> list[str]:
+    """Execution providers for ``device``: CUDA when asked for and present in this onnxruntime build."""
+    import onnxruntime as ort
+
+    if str(device).startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ExportError("--device cuda with --backend onnxruntime needs the onnxruntime-gpu package (CUDAExecutionProvider is not available)")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def measure_ort_latency(model: nn.Module | str | Path, size: tuple[int, int], batch: int = 1, warmup: int = 5, iters: int = 20,
+                        threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Latency of one ``session.run`` on a random batch (static-shape export of ``model``, or an existing .onnx file)."""
+    from rtseg.efficiency import conditions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if isinstance(model, nn.Module):
+            path = Path(tmp) / "model.onnx"
+            export_onnx(model, path, size, verify=False)
+        else:
+            path = Path(model)
+        session = ort_session(path, threads=threads, providers=ort_providers(device))
+        name = session.get_inputs()[0].name
+        x = np.random.default_rng(0).standard_normal((batch, 3, *size)).astype(np.float32)
+        for _ in range(warmup):
+            session.run(None, {name: x})
+        times = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            session.run(None, {name: x})
+            times.append((time.perf_counter() - t0) * 1000.0)
+    times.sort()
+    mean = statistics.fmean(times)
+    cond = conditions(torch.device("cpu" if device in (None, "auto") else device), size, batch, warmup, iters, torch.float32)
+    cond["threads"] = threads or "onnxruntime default"
+    cond["mode"] = "onnxruntime session.run, graph optimisation level ALL"
+    import onnxruntime as ort
+
+    cond["onnxruntime_version"] = ort.__version__
+    return {
+        "backend": f"onnxruntime {ort.__version__} ({session.get_providers()[0]})",
+        "latency_ms_mean": mean,
+        "latency_ms_median": statistics.median(times),
+        "latency_ms_p90": times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))],
+        "latency_ms_min": times[0],
+        "fps": 1000.0 * batch / mean,
+        "conditions": cond,
+    }
+
+
+class OnnxSegmenter:
+    """Predict label maps with an exported ``.onnx`` file; normalisation and classes come from its metadata."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, device: str = "cpu"):
+        from rtseg.data.labels import ClassInfo
+        from rtseg.data.normalization import Normalization
+
+        self.path = Path(path)
+        self.session = ort_session(self.path, threads=threads, providers=ort_providers(device))
+        meta = read_metadata(self.path)
+        if "normalization" not in meta:
+            raise ExportError(f"{self.path}: no rtseg metadata (rtseg.normalization); export it with `rtseg export`")
+        n = meta["normalization"]
+        self.normalization = Normalization(n["name"], tuple(n["mean"]), tuple(n["std"]), n.get("channel_order", "RGB"), float(n.get("post_scale", 1.0)))
+        self.class_info = ClassInfo(tuple(meta["classes"]), tuple(tuple(c) for c in meta["palette"]))
+        size = meta.get("input_size", "dynamic")
+        self.input_size = None if size == "dynamic" else tuple(int(v) for v in str(size).split("x"))
+        self.labels_output = str(meta.get("output", "")).startswith("labels")
+        self.input_name = self.session.get_inputs()[0].name
+
+    def predict(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """``H x W`` uint8 label map for an ``H x W x 3`` uint8 RGB image."""
+        import torch.nn.functional as F
+
+        x = self.normalization(rgb)[None]
+        target = size or self.input_size
+        if target is not None and tuple(x.shape[-2:]) != tuple(target):
+            x = F.interpolate(x, size=tuple(target), mode="bilinear", align_corners=False)
+        out = torch.from_numpy(self.session.run(None, {self.input_name: x.numpy()})[0])
+        h, w = rgb.shape[:2]
+        if self.labels_output:
+            labels = out[:, None].float()
+            if tuple(labels.shape[-2:]) != (h, w):
+                labels = F.interpolate(labels, size=(h, w), mode="nearest")
+            return labels[0, 0].to(torch.uint8).numpy()
+        if tuple(out.shape[-2:]) != (h, w):
+            out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+        return out[0].argmax(0).to(torch.uint8).numpy()
