@@ -114,6 +114,8 @@ def main() -> int:
     parser.add_argument("--from-json", type=Path)
     parser.add_argument("--json", type=Path, default=Path("deploy-bench.json"))
     parser.add_argument("--filter", help="shell-style model name pattern")
+    parser.add_argument("--models", nargs="+", help="these models first (then the rest unless --only)")
+    parser.add_argument("--only", action="store_true", help="with --models: only those")
     parser.add_argument("--sizes", nargs="+", default=list(SIZES))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
@@ -126,6 +128,8 @@ def main() -> int:
 
         records = []
         names = rtseg.list_models(args.filter)
+        if args.models:
+            names = list(args.models) + ([] if args.only else [n for n in names if n not in args.models])
         for name in names:  # written after each model so that an interrupted run keeps what it measured
             records += measure([name], args.sizes, args.threads, args.rounds, args.warmup)
             args.json.write_text(json.dumps(records, indent=1))

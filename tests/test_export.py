@@ -93,3 +93,28 @@ def test_bench_onnxruntime_backend(capsys):
 
     assert main(["bench", "espnet-c", "--backend", "onnxruntime", "--size", "64x64", "--iters", "2", "--warmup", "1", "--threads", "1"]) == 0
     assert "onnxruntime" in capsys.readouterr().out
+
+
+def test_int8_export_runs_and_keeps_metadata(tmp_path, capsys):
+    from PIL import Image
+
+    from rtseg.cli import main
+    from rtseg.deploy.ort import OnnxSegmenter
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(calib / f"{i}.png")
+    out = tmp_path / "q.onnx"
+    assert main(["export", "espnet-c", "--size", "48x64", "--int8", "--calibration", str(calib), "--out", str(out)]) == 0
+    assert "calibrated on 4 images" in capsys.readouterr().out
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    meta = read_metadata(out)
+    assert meta["quantization"].startswith("int8") and meta["input_size"] == "48x64"
+    labels = OnnxSegmenter(out).predict(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    assert labels.shape == (48, 64) and labels.max() < 19
+    assert main(["export", "espnet-c", "--size", "48x64", "--int8", "--out", str(out)]) == 2

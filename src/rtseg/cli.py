@@ -345,7 +345,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         from rtseg.deploy.onnx_export import export_onnx
 
-        record = export_onnx(model, out, size, dynamic=args.dynamic, argmax=args.argmax, opset=args.opset, verify=not args.no_verify)
+        if args.int8:
+            import tempfile
+
+            from rtseg.deploy.quantize import quantize_int8
+
+            if args.dynamic or not args.calibration:
+                raise CLIError("--int8 needs a fixed --size and --calibration FOLDER (images from the training data)")
+            with tempfile.TemporaryDirectory() as tmp:
+                fp32 = Path(tmp) / "fp32.onnx"
+                record = export_onnx(model, fp32, size, argmax=args.argmax, opset=args.opset, verify=not args.no_verify)
+                q = quantize_int8(fp32, out, args.calibration, args.calibration_count)
+            record["bytes"] = q["bytes"]
+            print(f"INT8 static quantization calibrated on {q['calibration_images']} images from {args.calibration} "
+                  "(the verification below is of the FP32 graph before quantization)")
+        else:
+            record = export_onnx(model, out, size, dynamic=args.dynamic, argmax=args.argmax, opset=args.opset, verify=not args.no_verify)
     else:
         from rtseg.deploy.torchscript_export import export_torchscript
 
@@ -464,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weights file for a model name")
     p.add_argument("--num-classes", type=int)
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime / reload check against PyTorch")
+    p.add_argument("--int8", action="store_true", help="ONNX: INT8 static quantization with ONNX Runtime (needs --calibration)")
+    p.add_argument("--calibration", help="with --int8: folder of calibration images (e.g. the dataset's train images)")
+    p.add_argument("--calibration-count", type=int, default=32, help="with --int8: number of calibration images (default 32)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="colourised masks and overlays for images or folders")
