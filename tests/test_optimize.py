@@ -107,3 +107,17 @@ def test_bench_command_with_optimize(capsys):
     assert main(["bench", "espnet-c", "--size", "64x64", "--iters", "1", "--warmup", "1", "--optimize", "--channels-last", "off"]) == 0
     out = capsys.readouterr().out
     assert "BatchNorm folded" in out and "max |logit diff|" in out
+
+
+def test_compile_is_skipped_with_a_note_when_unavailable(monkeypatch):
+    import importlib
+
+    opt = importlib.import_module("rtseg.deploy.optimize")  # the package attribute of that name is the function
+
+    monkeypatch.setattr(opt, "_compile_available", lambda: "no compiler in this test")
+    model = rtseg.create_model("espnet-c", num_classes=19).eval()
+    fast = optimize(model, (32, 32), compile="auto")
+    assert not fast.rtseg_optimization.compiled
+    assert any("no compiler in this test" in n for n in fast.rtseg_optimization.notes)
+    with pytest.raises(RuntimeError, match="no compiler in this test"):
+        optimize(model, (32, 32), compile=True)

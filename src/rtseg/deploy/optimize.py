@@ -214,11 +214,17 @@ def compare_outputs(reference: torch.Tensor, candidate: torch.Tensor) -> dict[st
 
 
 def _time(model: nn.Module, x: torch.Tensor, iters: int) -> float:
+    def sync():
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+
     with torch.inference_mode():
         model(x)
+        sync()
         t0 = time.perf_counter()
         for _ in range(iters):
             model(x)
+        sync()
     return (time.perf_counter() - t0) * 1000.0 / iters
 
 
