@@ -1,9 +1,10 @@
 """The speed / accuracy / size figure of docs/benchmarks.md (matplotlib PNG).
 
 Accuracy: the Cityscapes mIoU each paper reports (none reproduced by rtseg yet: every point is drawn
-hollow; a reproduced one would be filled). Speed: our CPU latency at 512x1024 from
-benchmarks/deploy_table.py's JSON (the fastest of eager, optimized and ONNX Runtime is not mixed in:
-the figure uses the optimized PyTorch path). Marker area: parameter count.
+hollow; a reproduced one would be filled). Cost: MACs at 512x1024 as rtseg counts them (from
+benchmarks/deploy_table.py's JSON), chosen over latency because our latencies were measured on a
+machine shared with other work and are too noisy to place models against each other; pass
+``--latency`` to plot the measured optimized-PyTorch latency instead. Marker area: parameter count.
 
     python benchmarks/speed_accuracy_plot.py deploy-bench.json docs/speed_accuracy.png
 """
@@ -33,6 +34,8 @@ def main(argv: list[str]) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    use_latency = "--latency" in argv
+    argv = [a for a in argv if a != "--latency"]
     records = json.loads(Path(argv[0]).read_text())
     out = Path(argv[1])
     by = {r["model"]: r for r in records if r["size"] == [512, 1024]}
@@ -41,13 +44,16 @@ def main(argv: list[str]) -> int:
         r = by.get(name)
         if r is None:
             continue
-        ms = min(r["optimized_ms"], r["optimized_cl_ms"])
+        ms = min(r["optimized_ms"], r["optimized_cl_ms"]) if use_latency else r["macs"] / 1e9
         filled = name in REPRODUCED
         area = 40 + r["params"] / 1e6 * 60
         ax.scatter([ms], [miou], s=area, facecolors="tab:blue" if filled else "none", edgecolors="tab:blue", linewidths=1.5)
         ax.annotate(f"{name} ({r['params'] / 1e6:.2f}M)", (ms, miou), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlabel(f"CPU latency at 512x1024, ms (optimized PyTorch, {records[0]['threads']} threads, shared machine; log scale)")
+    if use_latency:
+        ax.set_xlabel(f"CPU latency at 512x1024, ms (optimized PyTorch, {records[0]['threads']} threads, shared machine; log scale)")
+    else:
+        ax.set_xlabel("GMACs at 512x1024 (rtseg's count: convolutions and matrix products; log scale)")
     ax.set_ylabel("Cityscapes mIoU (%) as reported by the papers")
     ax.set_title("Speed / accuracy / size (marker area ~ parameters; hollow = paper's accuracy, not reproduced)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
