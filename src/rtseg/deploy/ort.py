@@ -35,7 +35,7 @@ def measure_ort_latency(model: nn.Module | str | Path, size: tuple[int, int], ba
     with tempfile.TemporaryDirectory() as tmp:
         if isinstance(model, nn.Module):
             path = Path(tmp) / "model.onnx"
-            export_onnx(model, path, size, verify=False)
+            export_onnx(model, path, size, dynamic=batch > 1, verify=False)  # a static export has batch 1
         else:
             path = Path(model)
         session = ort_session(path, threads=threads, providers=ort_providers(device))
