@@ -80,11 +80,17 @@ def test_staged_recipe_runs_stages_in_order_and_passes_weights(tmp_path):
     assert enc["model"]["name"] == "espnet-c" and full["model"]["name"] == "espnet"
 
 
-def test_settings_the_trainer_cannot_carry_out_are_refused(tmp_path):
-    cfg = load_config("demo", TINY + ["data.rotate=10", "data.crop_sizes=[[32,32]]"])
-    with pytest.raises(ConfigError) as err:
-        Trainer(cfg, tmp_path, progress=False)
-    assert "data.rotate=10" in str(err.value) and "data.rotate=0" in str(err.value) and "data.crop_sizes" in str(err.value)
+def test_augmentations_and_multi_scale_crops_train(tmp_path):
+    sizes = [[32, 32], [48, 64]]
+    cfg = load_config("demo", TINY + ["train.epochs=1", "data.rotate=10", "data.translate=4", "data.color_jitter=0.2",
+                                      "data.channel_noise=0.02", "data.vflip=true", f"data.crop_sizes={sizes}"])
+    t = Trainer(cfg, tmp_path, progress=False)
+    batches = list(t._loader(t.train_set, True, 0))
+    # one pass over the images per crop size, each batch a single size
+    assert len(batches) == t.iters_per_epoch == 2 * (len(t.train_set.base) // t.batch_size)
+    shapes = sorted({tuple(lab.shape[-2:]) for _, lab in batches})
+    assert shapes == [(32, 32), (48, 64)]
+    assert t.run()["iterations"] == t.iters_per_epoch
 
 
 def test_lr_scale_puts_prefixes_in_their_own_groups(tmp_path):
