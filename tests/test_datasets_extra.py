@@ -119,3 +119,20 @@ def test_predict_format_for_server_writes_label_ids_with_official_names(tmp_path
     values = set(np.unique(np.asarray(Image.open(out / files[0]))).tolist())
     label_ids_of_classes = {lab.id for lab in CITYSCAPES_LABELS if lab.train_id != 255}
     assert values and values <= label_ids_of_classes
+
+
+def test_class_counts_are_cached_by_the_file_list(tmp_path, monkeypatch):
+    import rtseg.engine.losses as losses
+
+    root = _write_folder(tmp_path / "ds")
+    ds = FolderDataset(root, "train")
+    calls = []
+    real = losses.class_frequencies
+    monkeypatch.setattr(losses, "class_frequencies", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = losses.cached_class_frequencies(ds, 3, 255, tmp_path / "cache")
+    again = losses.cached_class_frequencies(FolderDataset(root, "train"), 3, 255, tmp_path / "cache")
+    assert len(calls) == 1 and np.array_equal(first, again) and first.sum() == 3 * (20 * 30 - 1)
+    # another file list (a label rewritten) is counted afresh
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(root / "labels" / "train" / "f0.png")
+    changed = losses.cached_class_frequencies(FolderDataset(root, "train"), 3, 255, tmp_path / "cache")
+    assert len(calls) == 2 and changed[0] > first[0]
