@@ -69,6 +69,8 @@ def _print_metrics_table(summary: dict[str, Any]) -> None:
     if "category_miou" in summary:
         print(f"{'category mIoU':<16} {summary['category_miou']:8.4f}")
     print(f"{'pixel accuracy':<16} {summary['pixel_accuracy']:8.4f}")
+    if "frequency_weighted_iou" in summary:
+        print(f"{'freq.-weighted IoU':<16} {summary['frequency_weighted_iou']:8.4f}")
     print(f"{'pixels':<16} {summary['pixels']:>8}")
 
 
@@ -108,12 +110,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     classes = dataset_classes(data_cfg)
     dataset = TransformedDataset(build_dataset(data_cfg, "val"), EvalTransform(data_cfg, norm))
     loader = DataLoader(dataset, batch_size=1, num_workers=args.workers)
-    cm = evaluate_model(model, loader, classes.num_classes, device, classes.ignore_index, progress=not args.quiet)
+    from rtseg.evaluation import EvalProtocol
+
+    protocol = EvalProtocol([float(v) for v in args.scales.split(",")], args.flip, parse_size(args.window), parse_size(args.stride))
+    cm = evaluate_model(model, loader, classes.num_classes, device, classes.ignore_index, progress=not args.quiet, protocol=protocol)
     cats = CITYSCAPES_CATEGORIES if classes.num_classes == 19 else None
     summary = cm.summary(classes.names, cats)
     summary["model"] = str(args.model)
     summary["dataset"] = {"name": data_cfg["dataset"], "root": data_cfg.get("root"), "split": args.split, "images": len(dataset), "input_size": data_cfg.get("image_size")}
     summary["normalization"] = norm
+    summary["protocol"] = protocol.describe()
     summary["torch_version"] = torch.__version__
     _print_metrics_table(summary)
     out = Path(args.json) if args.json else None
@@ -313,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", help="resize inputs to HxW before the model; labels keep full resolution")
     p.add_argument("--samples", type=int, help="synthetic: number of scenes")
     p.add_argument("--normalization", help="override the model's normalisation preset")
+    p.add_argument("--flip", action="store_true", help="average with the horizontally flipped input")
+    p.add_argument("--scales", default="1.0", help="multi-scale testing: comma-separated input scales, e.g. 0.75,1,1.25")
+    p.add_argument("--window", help="sliding-window inference with HxW windows (e.g. 512x512) instead of the whole image")
+    p.add_argument("--stride", help="sliding-window stride HxW (default: two thirds of the window)")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--json", help="write the metrics as JSON to this file")

@@ -106,6 +106,9 @@ DEFAULTS: dict[str, Any] = {
     # every rtseg.gradual_grouping.GradualGroupedConv2d goes from 1 (dense) to 0 (grouped) over ramp_epochs
     # starting at start_epoch (shape linear | cosine), then stays 0. See GradualGroupingSchedule.from_config.
     "gradual_grouping": {"ramp_epochs": 0, "start_epoch": 0, "shape": "linear"},
+    # Validation protocol (rtseg.evaluation.EvalProtocol): input scales whose probabilities are averaged,
+    # horizontal-flip averaging, and sliding-window inference with [H, W] windows (None: whole image).
+    "eval": {"scales": [1.0], "flip": False, "window": None, "stride": None},
     "output": {"dir": "runs/{recipe}", "keep_last": True},
 }
 

@@ -93,15 +93,18 @@ def _match_size(logits: torch.Tensor, label_hw: tuple[int, int]) -> torch.Tensor
 
 
 @torch.inference_mode()
-def evaluate_model(model: nn.Module, loader, num_classes: int, device: torch.device, ignore_index: int = 255, progress: bool = False) -> ConfusionMatrix:
-    """Confusion matrix of ``model`` over ``loader``; logits are resized to the label size before the argmax."""
+def evaluate_model(model: nn.Module, loader, num_classes: int, device: torch.device, ignore_index: int = 255, progress: bool = False, protocol=None) -> ConfusionMatrix:
+    """Confusion matrix of ``model`` over ``loader``; logits are resized to the label size before the argmax
+    (``protocol``: an :class:`rtseg.evaluation.EvalProtocol` for sliding-window, flip or multi-scale testing)."""
     from tqdm.auto import tqdm
+
+    from rtseg.evaluation import segment_logits
 
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index)
     for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress):
-        logits = model(images.to(device))
-        cm.update(_match_size(logits, labels.shape[-2:]).argmax(1).cpu(), labels)
+        scores = segment_logits(model, images.to(device), tuple(labels.shape[-2:]), protocol)
+        cm.update(scores.argmax(1).cpu(), labels)
     return cm
 
 
@@ -262,7 +265,11 @@ class Trainer:
 
     def validate(self) -> dict[str, Any]:
         loader = self._loader(self.val_set, False, 0)
-        cm = evaluate_model(self.model, loader, self.num_classes, self.device, self.classes.ignore_index, progress=self.progress)
+        from rtseg.evaluation import EvalProtocol
+
+        ecfg = self.config.get("eval") or {}
+        protocol = EvalProtocol(ecfg.get("scales") or [1.0], ecfg.get("flip", False), ecfg.get("window"), ecfg.get("stride"))
+        cm = evaluate_model(self.model, loader, self.num_classes, self.device, self.classes.ignore_index, progress=self.progress, protocol=protocol)
         self.dist.sum_(cm.raw)
         cats = CITYSCAPES_CATEGORIES if self.num_classes == 19 and self.classes.num_classes == 19 else None
         return cm.summary(self.classes.names if self.classes.num_classes == self.num_classes else None, cats)
