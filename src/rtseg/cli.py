@@ -112,7 +112,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     loader = DataLoader(dataset, batch_size=1, num_workers=args.workers)
     from rtseg.evaluation import EvalProtocol
 
-    protocol = EvalProtocol([float(v) for v in args.scales.split(",")], args.flip, parse_size(args.window), parse_size(args.stride))
+    scales = [float(v) for v in str(getattr(args, "scales", None) or "1.0").split(",")]
+    protocol = EvalProtocol(scales, getattr(args, "flip", False), parse_size(getattr(args, "window", None)), parse_size(getattr(args, "stride", None)))
     cm = evaluate_model(model, loader, classes.num_classes, device, classes.ignore_index, progress=not args.quiet, protocol=protocol)
     cats = CITYSCAPES_CATEGORIES if classes.num_classes == 19 else None
     summary = cm.summary(classes.names, cats)
@@ -221,7 +222,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, weights=args.weights, num_classes=args.num_classes)
     palette = classes_for(model).palette
-    if args.format_for_server and len(palette) != 19:
+    if getattr(args, "format_for_server", False) and len(palette) != 19:
         print(f"error: --format-for-server writes Cityscapes labelIds and needs a 19-class model; {args.model} has {len(palette)} classes", file=sys.stderr)
         return 2
     size = parse_size(args.size)
@@ -240,7 +241,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             continue
         label_map = predict(model, image, size=size)
         stem = f.stem
-        if args.format_for_server:
+        if getattr(args, "format_for_server", False):
             # the official evaluation's naming: CITY_SEQ_FRAME_leftImg8bit.png holding labelIds
             from rtseg.data.labels import train_ids_to_label_ids
 
