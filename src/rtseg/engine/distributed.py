@@ -42,6 +42,9 @@ class DistributedContext:
         if not self.enabled:
             return model
         if sync_bn:
+            if device.type != "cuda":
+                # PyTorch's SyncBatchNorm runs only on GPUs; on CPU each process normalises its own share of the batch
+                raise ValueError("train.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel); set train.sync_bn=false on CPU")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 

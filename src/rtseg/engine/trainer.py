@@ -158,7 +158,10 @@ class Trainer:
         self.criterion = build_criterion(cfg["loss"], self.train_set.base, num_classes, self.out_dir).to(self.device)
         self.optimizer = _build_optimizer(cfg["optimizer"], self.model)
         # DDP wraps after the optimizer is built: parameter names (lr_scale prefixes) stay those of the model
-        self.net = self.dist.wrap(self.model, self.device, bool(tcfg.get("sync_bn")))
+        try:
+            self.net = self.dist.wrap(self.model, self.device, bool(tcfg.get("sync_bn")))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         self.schedule = LearningRateSchedule(cfg["schedule"], cfg["optimizer"]["lr"], self.epochs, self.iters_per_epoch)
         self.use_amp = bool(tcfg.get("amp")) and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -270,7 +273,8 @@ class Trainer:
         ecfg = self.config.get("eval") or {}
         protocol = EvalProtocol(ecfg.get("scales") or [1.0], ecfg.get("flip", False), ecfg.get("window"), ecfg.get("stride"))
         cm = evaluate_model(self.model, loader, self.num_classes, self.device, self.classes.ignore_index, progress=self.progress, protocol=protocol)
-        self.dist.sum_(cm.raw)
+        if self.dist.enabled:  # each process scored its share of the images
+            cm._matrix = self.dist.sum_(cm.raw.clone())
         cats = CITYSCAPES_CATEGORIES if self.num_classes == 19 and self.classes.num_classes == 19 else None
         return cm.summary(self.classes.names if self.classes.num_classes == self.num_classes else None, cats)
 
