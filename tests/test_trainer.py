@@ -120,3 +120,17 @@ def test_gradual_grouping_schedule_runs_and_grouped_stage_gets_cut_weights(tmp_p
     assert alphas and all(float(a) == 0.0 for a in alphas)  # the ramp reached 0 in the second epoch
     grouped = load_checkpoint(tmp_path / "grouped" / "last.pt")
     assert not any(k.endswith("alpha") for k in grouped["model_state"])
+
+
+def test_training_batches_are_the_same_with_and_without_worker_processes(tmp_path):
+    base = TINY + ["data.rotate=5", "data.color_jitter=0.2", "data.channel_noise=0.02"]
+    batches = {}
+    for workers in (0, 2):
+        t = Trainer(load_config("demo", base + [f"train.num_workers={workers}"]), tmp_path / str(workers), progress=False)
+        batches[workers] = list(t._loader(t.train_set, True, 1))
+    assert len(batches[0]) == len(batches[2]) == 2
+    for (x0, y0), (x2, y2) in zip(batches[0], batches[2]):
+        assert torch.equal(x0, x2) and torch.equal(y0, y2)
+    t = Trainer(load_config("demo", base), tmp_path / "again", progress=False)
+    other_epoch = list(t._loader(t.train_set, True, 2))
+    assert not torch.equal(other_epoch[0][0], batches[0][0][0])
