@@ -1,5 +1,6 @@
 """Evaluation protocols, frequency-weighted IoU and agreement with the official Cityscapes evaluator."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,3 +101,39 @@ def test_agreement_with_the_official_cityscapes_pixel_evaluator(tmp_path):
     assert set(ours["category_iou"]) == set(result["categoryScores"]) - {"void"} and len(ours["category_iou"]) == 7
     for cat, value in ours["category_iou"].items():
         assert value == pytest.approx(result["categoryScores"][cat], abs=1e-6), cat
+
+
+def test_agreement_with_the_official_evaluator_on_real_cityscapes_label_maps(tmp_path):
+    pytest.importorskip("cityscapesscripts")
+    import cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling as official
+
+    from conftest import shared_path
+
+    root = shared_path("data", "cityscapes-mini")
+    gts = sorted(str(p) for p in (root / "gtFine" / "val").glob("*/*_gtFine_labelIds.png"))
+    rng = np.random.default_rng(1)
+    class_ids = np.array([lab.id for lab in CITYSCAPES_LABELS if lab.train_id != 255])
+    preds = []
+    for gt in gts:
+        label = np.asarray(Image.open(gt))
+        # a plausible prediction: the label map shifted by a few pixels, with some pixels replaced
+        pred = np.roll(label, (3, -5), axis=(0, 1)).astype(np.uint8)
+        noise = rng.random(label.shape) < 0.1
+        pred[noise] = rng.choice(class_ids, int(noise.sum()))
+        path = tmp_path / Path(gt).name.replace("_gtFine_labelIds", "_leftImg8bit")
+        Image.fromarray(pred).save(path)
+        preds.append(str(path))
+    official.args.evalInstLevelScore = False
+    official.args.JSONOutput = False
+    official.args.quiet = True
+    result = official.evaluateImgLists(preds, gts, official.args)
+    ours = evaluate_server_files(tmp_path, root, "val").summary(CITYSCAPES_CLASSES, CITYSCAPES_CATEGORIES)
+    compared = 0
+    for name in CITYSCAPES_CLASSES:
+        theirs, mine = result["classScores"][name], ours["per_class_iou"][name]
+        if math.isnan(theirs):
+            assert mine is None, name
+        else:
+            assert mine == pytest.approx(theirs, abs=1e-6), name
+            compared += 1
+    assert compared >= 10 and ours["miou"] == pytest.approx(result["averageScoreClasses"], abs=1e-6)
