@@ -1,6 +1,6 @@
 """Real data: a small model trained on CamVid for a few minutes beats a constant and a colour-only predictor.
 
-Runs when ../shared/data/camvid (SegNet layout) is present; about 3 minutes on 2 CPU cores.
+Runs when ../shared/data/camvid (SegNet layout) is present; about 3 minutes on 2 free CPU cores.
 """
 import json
 
@@ -14,7 +14,6 @@ from rtseg.data.datasets import CamVidDataset
 from rtseg.engine.trainer import train
 from rtseg.metrics import ConfusionMatrix
 
-EPOCHS = 4
 
 
 def colour_and_constant_baselines(root, levels: int = 16) -> tuple[float, float]:
@@ -46,13 +45,14 @@ def colour_and_constant_baselines(root, levels: int = 16) -> tuple[float, float]
 def test_short_camvid_training_beats_colour_and_constant_predictors(tmp_path, monkeypatch):
     root = shared_path("data", "camvid")
     monkeypatch.setenv("RTSEG_CACHE", str(tmp_path / "cache"))
-    cfg = load_config("camvid-small", [f"data.root={root}", f"train.epochs={EPOCHS}", f"train.val_every={EPOCHS}", "train.tensorboard=false"])
+    cfg = load_config("camvid-small", [f"data.root={root}", "train.tensorboard=false"])
     summary = train(cfg, tmp_path / "run", progress=False)
     final = summary["final"]
     colour, constant = colour_and_constant_baselines(root)
     record = {"val_miou": final["miou"], "val_pixel_accuracy": final["pixel_accuracy"], "colour_only_miou": colour,
-              "constant_miou": constant, "epochs": EPOCHS, "per_class_iou": final["per_class_iou"]}
+              "constant_miou": constant, "epochs": cfg["train"]["epochs"], "per_class_iou": final["per_class_iou"]}
     print("CamVid:", json.dumps(record, indent=1))
     assert final["pixels"] > 0.8 * 101 * 360 * 480  # scored at the labels' full 360x480 resolution (void excluded)
     assert constant < 0.05 and 0.1 < colour < 0.25  # what these baselines get on CamVid val
-    assert final["miou"] > colour + 0.05 and final["miou"] > 4 * constant
+    # measured 0.296 (docs/training.md); colour-only gets 0.157, constant 0.027
+    assert final["miou"] > colour + 0.08 and final["miou"] > 5 * constant

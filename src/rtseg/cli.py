@@ -70,7 +70,7 @@ def _print_metrics_table(summary: dict[str, Any]) -> None:
         print(f"{'category mIoU':<16} {summary['category_miou']:8.4f}")
     print(f"{'pixel accuracy':<16} {summary['pixel_accuracy']:8.4f}")
     if "frequency_weighted_iou" in summary:
-        print(f"{'freq.-weighted IoU':<16} {summary['frequency_weighted_iou']:8.4f}")
+        print(f"{'fwIoU':<16} {summary['frequency_weighted_iou']:8.4f}")
     print(f"{'pixels':<16} {summary['pixels']:>8}")
 
 
