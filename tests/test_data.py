@@ -118,3 +118,71 @@ def test_dataset_errors_name_the_files(tmp_path):
         CamVidDataset(tmp_path, "train")[1]
     with pytest.raises(DatasetError, match="leftImg8bit"):
         CityscapesDataset(tmp_path, "val")
+
+
+def _ramp_pair(h=40, w=60):
+    img = np.zeros((h, w, 3), np.uint8)
+    img[..., 0] = np.arange(w, dtype=np.uint8)[None, :] * 4
+    img[..., 1] = np.arange(h, dtype=np.uint8)[:, None] * 6
+    img[..., 2] = 100
+    lab = (np.arange(w)[None, :] // 20 + 3 * (np.arange(h)[:, None] // 20)).astype(np.uint8).repeat(1, 0)
+    return img, np.broadcast_to(lab, (h, w)).copy()
+
+
+def test_translation_moves_image_and_label_together_and_ignores_uncovered_pixels():
+    from rtseg.data.transforms import random_translate
+
+    img, lab = _ramp_pair()
+    for seed in range(5):
+        ti, tl = random_translate(img, lab, 7, np.random.default_rng(seed))
+        assert ti.shape == img.shape and tl.shape == lab.shape
+        ys, xs = np.nonzero(tl != 255)
+        uncovered = tl == 255
+        assert (ti[uncovered] == 0).all()
+        # a covered pixel keeps its (image, label) pairing: find the shift from the red ramp
+        dx = (int(ti[ys[0], xs[0], 0]) // 4) - xs[0]
+        dy = (int(ti[ys[0], xs[0], 1]) // 6) - ys[0]
+        assert abs(dx) <= 7 and abs(dy) <= 7
+        assert np.array_equal(tl[ys, xs], lab[ys + dy, xs + dx])
+
+
+def test_rotation_keeps_size_and_fills_labels_with_ignore():
+    from rtseg.data.transforms import random_rotate
+
+    img, lab = _ramp_pair()
+    ri, rl = random_rotate(img, lab, 30, np.random.default_rng(3))
+    assert ri.shape == img.shape and rl.shape == lab.shape
+    assert (rl == 255).any() and set(np.unique(rl).tolist()) <= set(np.unique(lab).tolist()) | {255}
+    assert (ri[rl == 255].max(axis=-1) < 60).mean() > 0.8  # mostly black where uncovered (edges are interpolated)
+    same, _ = random_rotate(img, lab, 0, np.random.default_rng(3))
+    assert np.array_equal(same, img)
+
+
+def test_colour_jitter_and_channel_noise_change_colours_only():
+    from rtseg.data.transforms import channel_noise, color_jitter
+
+    img, _ = _ramp_pair()
+    assert np.array_equal(color_jitter(img, 0.0, np.random.default_rng(0)), img)
+    jittered = color_jitter(img, 0.4, np.random.default_rng(0))
+    assert jittered.shape == img.shape and jittered.dtype == np.uint8 and not np.array_equal(jittered, img)
+    noisy = channel_noise(img, 0.05, np.random.default_rng(1))
+    diff = noisy.astype(int) - img.astype(int)
+    # one offset per channel over the whole image (where nothing was clipped)
+    for c in range(3):
+        inside = (img[..., c] > 30) & (img[..., c] < 220)
+        assert len(np.unique(diff[..., c][inside])) == 1
+    assert np.abs(diff).max() > 0
+
+
+def test_train_transform_is_deterministic_per_generator_seed():
+    cfg = {"dataset": "synthetic", "rotate": 10, "translate": 5, "color_jitter": 0.3, "channel_noise": 0.02, "hflip": True,
+           "vflip": True, "scale_range": [0.8, 1.2], "crop_size": [32, 48]}
+    t = TrainTransform(cfg, "imagenet")
+    img, lab = _ramp_pair()
+    a = t(img, lab, np.random.default_rng([0, 1, 2]))
+    b = t(img, lab, np.random.default_rng([0, 1, 2]))
+    c = t(img, lab, np.random.default_rng([0, 1, 3]))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+    x, y = t(img, lab, np.random.default_rng(0), crop_size=(24, 24))
+    assert tuple(x.shape) == (3, 24, 24) and tuple(y.shape) == (24, 24)

@@ -80,11 +80,17 @@ def test_staged_recipe_runs_stages_in_order_and_passes_weights(tmp_path):
     assert enc["model"]["name"] == "espnet-c" and full["model"]["name"] == "espnet"
 
 
-def test_settings_the_trainer_cannot_carry_out_are_refused(tmp_path):
-    cfg = load_config("demo", TINY + ["data.rotate=10", "data.crop_sizes=[[32,32]]"])
-    with pytest.raises(ConfigError) as err:
-        Trainer(cfg, tmp_path, progress=False)
-    assert "data.rotate=10" in str(err.value) and "data.rotate=0" in str(err.value) and "data.crop_sizes" in str(err.value)
+def test_augmentations_and_multi_scale_crops_train(tmp_path):
+    sizes = [[32, 32], [48, 64]]
+    cfg = load_config("demo", TINY + ["train.epochs=1", "data.rotate=10", "data.translate=4", "data.color_jitter=0.2",
+                                      "data.channel_noise=0.02", "data.vflip=true", f"data.crop_sizes={sizes}"])
+    t = Trainer(cfg, tmp_path, progress=False)
+    batches = list(t._loader(t.train_set, True, 0))
+    # one pass over the images per crop size, each batch a single size
+    assert len(batches) == t.iters_per_epoch == 2 * (len(t.train_set.base) // t.batch_size)
+    shapes = sorted({tuple(lab.shape[-2:]) for _, lab in batches})
+    assert shapes == [(32, 32), (48, 64)]
+    assert t.run()["iterations"] == t.iters_per_epoch
 
 
 def test_lr_scale_puts_prefixes_in_their_own_groups(tmp_path):
@@ -114,3 +120,17 @@ def test_gradual_grouping_schedule_runs_and_grouped_stage_gets_cut_weights(tmp_p
     assert alphas and all(float(a) == 0.0 for a in alphas)  # the ramp reached 0 in the second epoch
     grouped = load_checkpoint(tmp_path / "grouped" / "last.pt")
     assert not any(k.endswith("alpha") for k in grouped["model_state"])
+
+
+def test_training_batches_are_the_same_with_and_without_worker_processes(tmp_path):
+    base = TINY + ["data.rotate=5", "data.color_jitter=0.2", "data.channel_noise=0.02"]
+    batches = {}
+    for workers in (0, 2):
+        t = Trainer(load_config("demo", base + [f"train.num_workers={workers}"]), tmp_path / str(workers), progress=False)
+        batches[workers] = list(t._loader(t.train_set, True, 1))
+    assert len(batches[0]) == len(batches[2]) == 2
+    for (x0, y0), (x2, y2) in zip(batches[0], batches[2]):
+        assert torch.equal(x0, x2) and torch.equal(y0, y2)
+    t = Trainer(load_config("demo", base), tmp_path / "again", progress=False)
+    other_epoch = list(t._loader(t.train_set, True, 2))
+    assert not torch.equal(other_epoch[0][0], batches[0][0][0])

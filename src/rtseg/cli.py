@@ -69,6 +69,8 @@ def _print_metrics_table(summary: dict[str, Any]) -> None:
     if "category_miou" in summary:
         print(f"{'category mIoU':<16} {summary['category_miou']:8.4f}")
     print(f"{'pixel accuracy':<16} {summary['pixel_accuracy']:8.4f}")
+    if "frequency_weighted_iou" in summary:
+        print(f"{'fwIoU':<16} {summary['frequency_weighted_iou']:8.4f}")
     print(f"{'pixels':<16} {summary['pixels']:>8}")
 
 
@@ -108,12 +110,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     classes = dataset_classes(data_cfg)
     dataset = TransformedDataset(build_dataset(data_cfg, "val"), EvalTransform(data_cfg, norm))
     loader = DataLoader(dataset, batch_size=1, num_workers=args.workers)
-    cm = evaluate_model(model, loader, classes.num_classes, device, classes.ignore_index, progress=not args.quiet)
+    from rtseg.evaluation import EvalProtocol
+
+    scales = [float(v) for v in str(getattr(args, "scales", None) or "1.0").split(",")]
+    protocol = EvalProtocol(scales, getattr(args, "flip", False), parse_size(getattr(args, "window", None)), parse_size(getattr(args, "stride", None)))
+    cm = evaluate_model(model, loader, classes.num_classes, device, classes.ignore_index, progress=not args.quiet, protocol=protocol)
     cats = CITYSCAPES_CATEGORIES if classes.num_classes == 19 else None
     summary = cm.summary(classes.names, cats)
     summary["model"] = str(args.model)
     summary["dataset"] = {"name": data_cfg["dataset"], "root": data_cfg.get("root"), "split": args.split, "images": len(dataset), "input_size": data_cfg.get("image_size")}
     summary["normalization"] = norm
+    summary["protocol"] = protocol.describe()
     summary["torch_version"] = torch.__version__
     _print_metrics_table(summary)
     out = Path(args.json) if args.json else None
@@ -287,6 +294,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     streams = [i for i in args.inputs if is_stream(i)]
     files, errors = _collect_inputs([i for i in args.inputs if not is_stream(i)])
     segment, palette = _segmenter(args, size)
+    if getattr(args, "format_for_server", False) and len(palette) != 19:
+        print(f"error: --format-for-server writes Cityscapes labelIds and needs a 19-class model; {args.model} has {len(palette)} classes", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for e in errors:
@@ -320,6 +330,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
             continue
         label_map = segment(image)
         stem = f.stem
+        if getattr(args, "format_for_server", False):
+            # the official evaluation's naming: CITY_SEQ_FRAME_leftImg8bit.png holding labelIds
+            from rtseg.data.labels import train_ids_to_label_ids
+
+            Image.fromarray(train_ids_to_label_ids(label_map)).save(out / f"{stem}.png")
+            done += 1
+            continue
         Image.fromarray(colorize(label_map, palette)).save(out / f"{stem}_mask.png")
         Image.fromarray(overlay(image, label_map, palette, args.alpha)).save(out / f"{stem}_overlay.png")
         if args.save_labels:
@@ -438,6 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", help="resize inputs to HxW before the model; labels keep full resolution")
     p.add_argument("--samples", type=int, help="synthetic: number of scenes")
     p.add_argument("--normalization", help="override the model's normalisation preset")
+    p.add_argument("--flip", action="store_true", help="average with the horizontally flipped input")
+    p.add_argument("--scales", default="1.0", help="multi-scale testing: comma-separated input scales, e.g. 0.75,1,1.25")
+    p.add_argument("--window", help="sliding-window inference with HxW windows (e.g. 512x512) instead of the whole image")
+    p.add_argument("--stride", help="sliding-window stride HxW (default: two thirds of the window)")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--json", help="write the metrics as JSON to this file")
@@ -499,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
                    help="PyTorch, or ONNX Runtime (a .onnx model file always runs there)")
     _add_optimize_options(p)
+    p.add_argument("--format-for-server", action="store_true",
+                   help="Cityscapes: write only labelId PNGs named like the input (the official evaluation server's format)")
     p.set_defaults(func=cmd_predict)
     return parser
 

@@ -41,20 +41,20 @@ DEFAULTS: dict[str, Any] = {
         "dataset": "synthetic",  # synthetic | cityscapes | camvid | folder
         "root": None,
         "train_split": "train",
-        "annotations": "fine",  # cityscapes: fine | coarse (gtCoarse, for coarse pretraining). The trainer refuses coarse for now.
+        "annotations": "fine",  # cityscapes: fine | coarse (gtCoarse over train + train_extra, for coarse pretraining)
         "val_split": "val",
         "image_size": [256, 512],  # H, W the images are resized to before augmentation (synthetic: drawn size)
         "crop_size": None,  # H, W random crop after scaling (None: no crop)
         # Several crop sizes: each epoch passes over the training set once per [H, W] (LiteSeg's
-        # multi-scale training; overrides crop_size). The trainer refuses it for now.
+        # multi-scale training; overrides crop_size); every batch holds one size.
         "crop_sizes": None,
         "scale_range": [1.0, 1.0],  # random rescale factor range
         "hflip": False,
         "vflip": False,
-        "translate": 0,  # max random translation in pixels; refused by the trainer for now (see engine.trainer.check_supported)
-        "rotate": 0.0,  # max random rotation in degrees; refused by the trainer for now (see engine.trainer.check_supported)
-        "color_jitter": 0.0,  # brightness/contrast/saturation strength; refused by the trainer for now (see engine.trainer.check_supported)
-        "channel_noise": 0.0,  # std of per-channel colour noise; refused by the trainer for now (see engine.trainer.check_supported)
+        "translate": 0,  # max random translation in pixels (uncovered label pixels are ignored)
+        "rotate": 0.0,  # max random rotation in degrees (uncovered label pixels are ignored)
+        "color_jitter": 0.0,  # brightness/contrast/saturation factors drawn from [1 - s, 1 + s]
+        "channel_noise": 0.0,  # std of a per-image offset per colour channel, as a fraction of 255
         "normalization": None,  # preset name; None: the model's own
         "label_scale": 1,  # labels downsampled by this factor (8 for encoder-only training)
         "input_scale": 1,  # input downsampled by this factor, labels kept (low-resolution input)
@@ -96,6 +96,8 @@ DEFAULTS: dict[str, Any] = {
         "device": "auto",
         "max_iters_per_epoch": None,
         "threads": None,
+        "sync_bn": False,  # torchrun runs: convert BatchNorm to SyncBatchNorm
+        "tensorboard": "auto",  # true | false | auto (log to OUT/tensorboard when tensorboard is installed)
     },
     # Multi-stage recipes (e.g. encoder first, then the full network): a list of partial configs
     # merged over the rest of this file, run in order, each stage starting from the previous one's weights.
@@ -104,6 +106,9 @@ DEFAULTS: dict[str, Any] = {
     # every rtseg.gradual_grouping.GradualGroupedConv2d goes from 1 (dense) to 0 (grouped) over ramp_epochs
     # starting at start_epoch (shape linear | cosine), then stays 0. See GradualGroupingSchedule.from_config.
     "gradual_grouping": {"ramp_epochs": 0, "start_epoch": 0, "shape": "linear"},
+    # Validation protocol (rtseg.evaluation.EvalProtocol): input scales whose probabilities are averaged,
+    # horizontal-flip averaging, and sliding-window inference with [H, W] windows (None: whole image).
+    "eval": {"scales": [1.0], "flip": False, "window": None, "stride": None},
     "output": {"dir": "runs/{recipe}", "keep_last": True},
 }
 

@@ -108,6 +108,14 @@ class ConfusionMatrix:
         present = row > 0
         return float((np.diag(self.matrix)[present] / row[present]).mean()) if present.any() else math.nan
 
+    def frequency_weighted_iou(self) -> float:
+        """Sum over classes of (share of labelled pixels) x IoU; classes absent from the labels weigh 0."""
+        row = self._matrix.sum(1).numpy().astype(np.float64)
+        if row.sum() == 0:
+            return math.nan
+        iou = np.nan_to_num(self.iou(), nan=0.0)
+        return float((row / row.sum() * iou).sum())
+
     def category_iou(self, categories: Mapping[str, Sequence[int]]) -> dict[str, float]:
         """IoU of groups of classes (e.g. Cityscapes categories), computed from the merged matrix."""
         n = self.num_classes
@@ -129,6 +137,7 @@ class ConfusionMatrix:
             "mean_accuracy": self.mean_accuracy(),
             "miou": self.mean_iou("valid"),
             "miou_present": self.mean_iou("present"),
+            "frequency_weighted_iou": self.frequency_weighted_iou(),
             "per_class_iou": {n: (None if math.isnan(v) else float(v)) for n, v in zip(names, iou)},
             "pixels": int(self._matrix.sum()),
         }

@@ -67,22 +67,30 @@ class _PairedFolder:
 
 
 class CityscapesDataset(_PairedFolder):
-    """Cityscapes fine annotations in the official layout (``leftImg8bit/SPLIT/CITY/*_leftImg8bit.png`` + ``gtFine``)."""
+    """Cityscapes in the official layout: ``leftImg8bit/SPLIT/CITY/*_leftImg8bit.png`` with ``gtFine`` labels,
+    or with ``annotations="coarse"`` the ``gtCoarse`` labels, where the ``train`` split also takes in
+    ``train_extra`` (the 19,998 coarsely annotated frames used for coarse pretraining, e.g. by LiteSeg).
+    """
 
     classes = CITYSCAPES
 
-    def __init__(self, root: str | Path, split: str = "train"):
+    def __init__(self, root: str | Path, split: str = "train", annotations: str = "fine"):
         root = Path(root)
-        img_dir, lab_dir = root / "leftImg8bit" / split, root / "gtFine" / split
-        if not img_dir.is_dir():
-            raise DatasetError(f"Cityscapes root {str(root)!r} has no folder leftImg8bit/{split} (expected the official layout)")
+        if annotations not in ("fine", "coarse"):
+            raise DatasetError(f"data.annotations={annotations!r}: expected fine or coarse")
+        gt = "gtFine" if annotations == "fine" else "gtCoarse"
+        splits = [split, "train_extra"] if annotations == "coarse" and split == "train" else [split]
         pairs, missing = [], []
-        for img in sorted(img_dir.glob("*/*_leftImg8bit.png")):
-            lab = lab_dir / img.parent.name / img.name.replace("_leftImg8bit.png", "_gtFine_labelIds.png")
-            (pairs.append((img, lab)) if lab.is_file() else missing.append(str(lab)))
+        for sp in splits:
+            img_dir, lab_dir = root / "leftImg8bit" / sp, root / gt / sp
+            if not img_dir.is_dir():
+                raise DatasetError(f"Cityscapes root {str(root)!r} has no folder leftImg8bit/{sp} (expected the official layout)")
+            for img in sorted(img_dir.glob("*/*_leftImg8bit.png")):
+                lab = lab_dir / img.parent.name / img.name.replace("_leftImg8bit.png", f"_{gt}_labelIds.png")
+                (pairs.append((img, lab)) if lab.is_file() else missing.append(str(lab)))
         if missing:
-            raise DatasetError(f"{len(missing)} Cityscapes image(s) have no label map, e.g. {missing[0]!r}")
-        super().__init__(pairs, f"{img_dir}")
+            raise DatasetError(f"{len(missing)} Cityscapes image(s) have no {gt} label map, e.g. {missing[0]!r}")
+        super().__init__(pairs, ", ".join(str(root / "leftImg8bit" / sp) for sp in splits))
 
     def convert_label(self, label: np.ndarray) -> np.ndarray:
         return label_ids_to_train_ids(label)
@@ -121,6 +129,12 @@ class _SyntheticWithClasses(SyntheticScenes):
 
 def dataset_classes(data_cfg: dict[str, Any]) -> ClassInfo:
     kind = data_cfg.get("dataset", "synthetic")
+    if kind == "folder":
+        from rtseg.data.folder import folder_classes
+
+        if not data_cfg.get("root"):
+            raise DatasetError("data.root must name the folder dataset (the folder holding dataset.yaml)")
+        return folder_classes(data_cfg["root"])
     return CAMVID if kind == "camvid" else CITYSCAPES
 
 
@@ -135,7 +149,12 @@ def build_dataset(data_cfg: dict[str, Any], split: str):
     if not root:
         raise DatasetError(f"data.root must name the {kind} folder (e.g. data.root=/data/{kind})")
     if kind == "cityscapes":
-        return CityscapesDataset(root, split_name)
+        # coarse labels are for training only: validation is always on the fine annotations
+        return CityscapesDataset(root, split_name, annotations=data_cfg.get("annotations", "fine") if split == "train" else "fine")
     if kind == "camvid":
         return CamVidDataset(root, split_name)
-    raise DatasetError(f"unknown dataset {kind!r}; expected synthetic, cityscapes or camvid")
+    if kind == "folder":
+        from rtseg.data.folder import FolderDataset
+
+        return FolderDataset(root, split_name)
+    raise DatasetError(f"unknown dataset {kind!r}; expected synthetic, cityscapes, camvid or folder")

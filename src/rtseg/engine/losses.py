@@ -1,6 +1,9 @@
 """Losses and class weighting (ENet's 1/ln(c + p), median-frequency balancing)."""
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -8,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["class_frequencies", "enet_weights", "median_frequency_weights", "build_criterion"]
+__all__ = ["class_frequencies", "cached_class_frequencies", "file_list_key", "enet_weights", "median_frequency_weights", "build_criterion"]
 
 
 def class_frequencies(dataset, num_classes: int, ignore_index: int = 255, max_items: int | None = None) -> np.ndarray:
@@ -19,6 +22,50 @@ def class_frequencies(dataset, num_classes: int, ignore_index: int = 255, max_it
         label = np.asarray(dataset[i][1]).reshape(-1)
         label = label[(label != ignore_index) & (label < num_classes)]
         counts += np.bincount(label.astype(np.int64), minlength=num_classes)[:num_classes]
+    return counts
+
+
+def default_cache_dir() -> Path:
+    """``$RTSEG_CACHE`` or ``~/.cache/rtseg``."""
+    return Path(os.environ.get("RTSEG_CACHE") or Path.home() / ".cache" / "rtseg")
+
+
+def file_list_key(dataset, num_classes: int, ignore_index: int) -> str | None:
+    """A hash of the dataset's label files (path, size, modification time) and of how they are read, or
+    None for a dataset without files (the synthetic scenes)."""
+    pairs = getattr(dataset, "pairs", None)
+    if not pairs:
+        return None
+    h = hashlib.sha256()
+    h.update(f"{type(dataset).__name__}|{num_classes}|{ignore_index}\n".encode())
+    for _, label in pairs:
+        st = Path(label).stat()
+        h.update(f"{Path(label).resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def cached_class_frequencies(dataset, num_classes: int, ignore_index: int = 255, cache_dir: str | Path | None = None) -> np.ndarray:
+    """:func:`class_frequencies`, computed once per dataset: the counts are kept in
+    ``CACHE/class-counts/<hash of the file list>.json`` and read back while the label files are unchanged."""
+    key = file_list_key(dataset, num_classes, ignore_index)
+    if key is None:
+        return class_frequencies(dataset, num_classes, ignore_index)
+    path = Path(cache_dir or default_cache_dir()) / "class-counts" / f"{key}.json"
+    if path.is_file():
+        try:
+            counts = json.loads(path.read_text())["counts"]
+            if len(counts) == num_classes:
+                return np.asarray(counts, dtype=np.int64)
+        except (ValueError, KeyError, TypeError):
+            pass  # a damaged cache file is recomputed and rewritten
+    counts = class_frequencies(dataset, num_classes, ignore_index)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"counts": counts.tolist(), "images": len(dataset)}))
+        tmp.replace(path)
+    except OSError:
+        pass  # an unwritable cache only costs the recount next time
     return counts
 
 
@@ -46,7 +93,7 @@ def build_criterion(loss_cfg: dict[str, Any], train_set, num_classes: int, out_d
             raise ValueError(f"loss.class_weights has {len(spec)} values but the model has {num_classes} classes")
         weight = torch.tensor(spec, dtype=torch.float32)
     elif spec in ("enet", "median-frequency"):
-        counts = class_frequencies(train_set, num_classes, int(loss_cfg.get("ignore_index", 255)))
+        counts = cached_class_frequencies(train_set, num_classes, int(loss_cfg.get("ignore_index", 255)))
         w = enet_weights(counts, float(loss_cfg.get("class_weight_c", 1.02))) if spec == "enet" else median_frequency_weights(counts)
         weight = torch.tensor(w, dtype=torch.float32)
     elif spec not in (None, "none"):

@@ -20,7 +20,9 @@ from rtseg.checkpoint import extract_state_dict, load_checkpoint, load_file, loa
 from rtseg.config import DEFAULTS, ConfigError, _merge
 from rtseg.data.datasets import build_dataset, dataset_classes
 from rtseg.data.labels import CITYSCAPES_CATEGORIES
+from rtseg.data.sampling import EpochBatchSampler
 from rtseg.data.transforms import EvalTransform, TrainTransform
+from rtseg.engine.distributed import DistributedContext
 from rtseg.engine.losses import build_criterion
 from rtseg.engine.schedules import LearningRateSchedule
 from rtseg.gradual_grouping import GradualGroupingSchedule, convert_state_dict, gradual_layers
@@ -37,15 +39,20 @@ class TrainingError(RuntimeError):
 class TransformedDataset(Dataset):
     """Applies a paired transform with a random generator fixed by (seed, epoch, index): the same on every worker and on resume."""
 
-    def __init__(self, base, transform, seed: int = 0):
+    def __init__(self, base, transform, seed: int = 0, crop_sizes: list | None = None):
         self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
+        # multi-scale training: entry p * len(base) + i is item i cropped to crop_sizes[p]
+        self.crop_sizes = [tuple(c) for c in crop_sizes] if crop_sizes else None
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(self.base) * (len(self.crop_sizes) if self.crop_sizes else 1)
 
     def __getitem__(self, index: int):
-        image, label = self.base[index]
+        n = len(self.base)
+        image, label = self.base[index % n]
         rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.crop_sizes:
+            return self.transform(image, label, rng, crop_size=self.crop_sizes[index // n])
         return self.transform(image, label, rng)
 
 
@@ -59,14 +66,7 @@ def resolve_device(name: str) -> torch.device:
 
 # Recipe keys the trainer does not carry out yet, with the value that means "off"; a config that sets one
 # otherwise is refused rather than silently trained without it.
-_NOT_YET_SUPPORTED = {
-    ("data", "annotations"): "fine",
-    ("data", "crop_sizes"): None,
-    ("data", "translate"): 0,
-    ("data", "rotate"): 0,
-    ("data", "color_jitter"): 0,
-    ("data", "channel_noise"): 0,
-}
+_NOT_YET_SUPPORTED: dict[tuple[str, str], Any] = {}
 
 
 def check_supported(config: dict[str, Any]) -> None:
@@ -93,15 +93,18 @@ def _match_size(logits: torch.Tensor, label_hw: tuple[int, int]) -> torch.Tensor
 
 
 @torch.inference_mode()
-def evaluate_model(model: nn.Module, loader, num_classes: int, device: torch.device, ignore_index: int = 255, progress: bool = False) -> ConfusionMatrix:
-    """Confusion matrix of ``model`` over ``loader``; logits are resized to the label size before the argmax."""
+def evaluate_model(model: nn.Module, loader, num_classes: int, device: torch.device, ignore_index: int = 255, progress: bool = False, protocol=None) -> ConfusionMatrix:
+    """Confusion matrix of ``model`` over ``loader``; logits are resized to the label size before the argmax
+    (``protocol``: an :class:`rtseg.evaluation.EvalProtocol` for sliding-window, flip or multi-scale testing)."""
     from tqdm.auto import tqdm
+
+    from rtseg.evaluation import segment_logits
 
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index)
     for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress):
-        logits = model(images.to(device))
-        cm.update(_match_size(logits, labels.shape[-2:]).argmax(1).cpu(), labels)
+        scores = segment_logits(model, images.to(device), tuple(labels.shape[-2:]), protocol)
+        cm.update(scores.argmax(1).cpu(), labels)
     return cm
 
 
@@ -117,7 +120,9 @@ class Trainer:
         tcfg, dcfg = cfg["train"], cfg["data"]
         if tcfg.get("threads"):
             torch.set_num_threads(int(tcfg["threads"]))
-        self.device = resolve_device(tcfg.get("device", "auto"))
+        self.dist = DistributedContext()
+        self.device = self.dist.setup(resolve_device(tcfg.get("device", "auto")))
+        self.progress = progress and self.dist.is_main
         _seed_everything(int(tcfg["seed"]))
 
         self.classes = dataset_classes(dcfg)
@@ -134,18 +139,29 @@ class Trainer:
         self.normalization = norm
         self.model.normalization = norm
 
-        self.train_set = TransformedDataset(build_dataset(dcfg, "train"), TrainTransform(dcfg, norm), seed=int(tcfg["seed"]))
+        crop_sizes = dcfg.get("crop_sizes")
+        self.train_set = TransformedDataset(build_dataset(dcfg, "train"), TrainTransform(dcfg, norm), seed=int(tcfg["seed"]), crop_sizes=crop_sizes)
         self.val_set = TransformedDataset(build_dataset(dcfg, "val"), EvalTransform(dcfg, norm), seed=int(tcfg["seed"]))
-        self.batch_size = int(tcfg["batch_size"])
-        if len(self.train_set) < self.batch_size:
-            raise ConfigError(f"train.batch_size={self.batch_size} is larger than the training set ({len(self.train_set)} images)")
-        self.iters_per_epoch = len(self.train_set) // self.batch_size
+        self.batch_size = int(tcfg["batch_size"])  # the global batch, split over torchrun processes
+        try:
+            self.batch_sampler = EpochBatchSampler(
+                len(self.train_set.base), self.batch_size, int(tcfg["seed"]), num_crops=len(crop_sizes) if crop_sizes else 1,
+                rank=self.dist.rank, world_size=self.dist.world_size,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        self.iters_per_epoch = len(self.batch_sampler)
         if tcfg.get("max_iters_per_epoch"):
             self.iters_per_epoch = min(self.iters_per_epoch, int(tcfg["max_iters_per_epoch"]))
         self.epochs = int(tcfg["epochs"])
 
         self.criterion = build_criterion(cfg["loss"], self.train_set.base, num_classes, self.out_dir).to(self.device)
         self.optimizer = _build_optimizer(cfg["optimizer"], self.model)
+        # DDP wraps after the optimizer is built: parameter names (lr_scale prefixes) stay those of the model
+        try:
+            self.net = self.dist.wrap(self.model, self.device, bool(tcfg.get("sync_bn")))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         self.schedule = LearningRateSchedule(cfg["schedule"], cfg["optimizer"]["lr"], self.epochs, self.iters_per_epoch)
         self.use_amp = bool(tcfg.get("amp")) and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -198,18 +214,19 @@ class Trainer:
     # -- loop --------------------------------------------------------------------------------
     def _loader(self, dataset, shuffle: bool, epoch: int) -> DataLoader:
         dataset.epoch = epoch
-        g = torch.Generator()
-        g.manual_seed(int(self.config["train"]["seed"]) * 100_003 + epoch)
         workers = int(self.config["train"]["num_workers"])
-        return DataLoader(
-            dataset, batch_size=self.batch_size if shuffle else 1, shuffle=shuffle, drop_last=shuffle, generator=g,
-            num_workers=workers, pin_memory=self.device.type == "cuda", persistent_workers=False,
-        )
+        pin = self.device.type == "cuda"
+        if shuffle:
+            self.batch_sampler.set_epoch(epoch)
+            return DataLoader(dataset, batch_sampler=self.batch_sampler, num_workers=workers, pin_memory=pin)
+        # validation: each process takes every world_size-th image; the confusion matrices are summed
+        indices = list(range(self.dist.rank, len(dataset), self.dist.world_size))
+        return DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=1, num_workers=workers, pin_memory=pin)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         from tqdm.auto import tqdm
 
-        self.model.train()
+        self.net.train()
         if self.gradual is not None:
             self.gradual.apply(self.model, epoch)
         loader = self._loader(self.train_set, True, epoch)
@@ -221,8 +238,12 @@ class Trainer:
             lr = self.schedule.apply(self.optimizer, self.iteration, epoch)
             images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, enabled=self.use_amp):
-                logits = self.model(images)
+                logits = self.net(images)
                 loss = self.criterion(_match_size(logits, labels.shape[-2:]).float(), labels)
+            if self.dist.enabled:  # every process stops together when one sees a non-finite loss
+                finite = self.dist.sum_(torch.tensor([float(torch.isfinite(loss).item())]))
+                if finite.item() < self.dist.world_size:
+                    loss = loss.detach() * math.inf
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"loss became {loss.item()} at epoch {epoch + 1}, iteration {self.iteration}; the run stopped and "
@@ -233,10 +254,13 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.iteration += 1
-            total_loss += loss.item() * images.shape[0]
-            seen += images.shape[0]
+            step_loss = loss.detach().float().cpu().reshape(1)
+            if self.dist.enabled:  # log the mean over the processes: the loss of the global batch
+                step_loss = self.dist.sum_(step_loss) / self.dist.world_size
+            total_loss += step_loss.item() * images.shape[0] * self.dist.world_size
+            seen += images.shape[0] * self.dist.world_size
             rate = seen / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+            bar.set_postfix(loss=f"{step_loss.item():.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
             bar.update(1)
         bar.close()
         elapsed = time.perf_counter() - t0
@@ -244,13 +268,22 @@ class Trainer:
 
     def validate(self) -> dict[str, Any]:
         loader = self._loader(self.val_set, False, 0)
-        cm = evaluate_model(self.model, loader, self.num_classes, self.device, self.classes.ignore_index, progress=self.progress)
+        from rtseg.evaluation import EvalProtocol
+
+        ecfg = self.config.get("eval") or {}
+        protocol = EvalProtocol(ecfg.get("scales") or [1.0], ecfg.get("flip", False), ecfg.get("window"), ecfg.get("stride"))
+        cm = evaluate_model(self.model, loader, self.num_classes, self.device, self.classes.ignore_index, progress=self.progress, protocol=protocol)
+        if self.dist.enabled:  # each process scored its share of the images
+            cm._matrix = self.dist.sum_(cm.raw.clone())
         cats = CITYSCAPES_CATEGORIES if self.num_classes == 19 and self.classes.num_classes == 19 else None
         return cm.summary(self.classes.names if self.classes.num_classes == self.num_classes else None, cats)
 
     def run(self) -> dict[str, Any]:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.yaml").write_text(_dump_yaml(self.config))
+        main = self.dist.is_main  # only the first process writes files
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(_dump_yaml(self.config))
+        board = _tensorboard_writer(self.out_dir, self.config["train"].get("tensorboard", "auto")) if main else None
         val_every = max(1, int(self.config["train"]["val_every"]))
         last_metrics: dict[str, Any] = {}
         for epoch in range(self.start_epoch, self.epochs):
@@ -260,21 +293,32 @@ class Trainer:
                 row.update(val_miou=last_metrics["miou"], val_pixel_accuracy=last_metrics["pixel_accuracy"])
                 self.schedule.observe(last_metrics["miou"])
             self.history.append(row)
-            self._write_csv()
             is_best = "val_miou" in row and row["val_miou"] > self.best_miou
             if is_best:
                 self.best_miou = row["val_miou"]
-            extra = self._state(epoch)
-            save_checkpoint(self.out_dir / "last.pt", self.model, **extra)
-            if is_best:
-                save_checkpoint(self.out_dir / "best.pt", self.model, **extra, metrics=last_metrics)
+            if main:
+                self._write_csv()
+                if board is not None:
+                    for key, value in row.items():
+                        if key != "epoch" and isinstance(value, (int, float)):
+                            board.add_scalar(key, value, epoch + 1)
+                    board.flush()
+                extra = self._state(epoch)
+                save_checkpoint(self.out_dir / "last.pt", self.model, **extra)
+                if is_best:
+                    save_checkpoint(self.out_dir / "best.pt", self.model, **extra, metrics=last_metrics)
+            self.dist.barrier()  # no process runs ahead of a checkpoint being written
             if self.progress:
                 msg = f"epoch {epoch + 1}/{self.epochs}  loss {row['train_loss']:.4f}  {row['images_per_s']:.1f} img/s"
                 if "val_miou" in row:
                     msg += f"  val mIoU {row['val_miou']:.4f}  pixel acc {row['val_pixel_accuracy']:.4f}"
                 print(msg, flush=True)
         summary = {"best_miou": self.best_miou, "epochs": self.epochs, "iterations": self.iteration, "out_dir": str(self.out_dir), "final": last_metrics}
-        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+        if main:
+            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+        if board is not None:
+            board.close()
+        self.dist.barrier()
         return summary
 
     def _write_csv(self) -> None:
@@ -287,6 +331,19 @@ class Trainer:
             writer.writeheader()
             writer.writerows(self.history)
         tmp.replace(self.out_dir / "metrics.csv")
+
+
+def _tensorboard_writer(out_dir: Path, setting):
+    """A SummaryWriter into OUT/tensorboard when ``train.tensorboard`` is true, or "auto" and tensorboard is installed."""
+    if setting in (False, None, "off"):
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        if setting is True:
+            raise TrainingError("train.tensorboard=true but tensorboard is not installed (pip install tensorboard, or set train.tensorboard=auto)") from exc
+        return None
+    return SummaryWriter(str(out_dir / "tensorboard"))
 
 
 def _param_groups(model: nn.Module, lr_scale: dict[str, float] | None) -> list[dict[str, Any]]:

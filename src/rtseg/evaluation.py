@@ -1,0 +1,120 @@
+"""Evaluation protocols: logits at the label resolution from a resized input (the default), sliding-window
+inference at full resolution, optional flip and multi-scale testing; and scoring of prediction files
+written for the Cityscapes evaluation server.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rtseg.metrics import ConfusionMatrix
+
+__all__ = ["EvalProtocol", "segment_logits", "evaluate_server_files"]
+
+
+class EvalProtocol:
+    """How logits for one image are formed.
+
+    ``scales``: input scales relative to the given input (1.0 = as the loader delivers it); the class
+    probabilities of all scales (and of their horizontal flips when ``flip``) are averaged at the label
+    resolution. ``window``: (H, W) of a sliding window run over the input at each scale with ``stride``
+    (default: two thirds of the window), overlapping logits averaged; None = whole image at once.
+    """
+
+    def __init__(self, scales: Sequence[float] = (1.0,), flip: bool = False, window: tuple[int, int] | None = None, stride: tuple[int, int] | None = None):
+        self.scales = tuple(float(s) for s in scales) or (1.0,)
+        self.flip = bool(flip)
+        self.window = tuple(window) if window else None
+        self.stride = tuple(stride) if stride else (tuple(max(1, (2 * w) // 3) for w in self.window) if self.window else None)
+
+    @property
+    def single_view(self) -> bool:
+        """One forward view of the input (whole image or windows): its logits are returned as they are."""
+        return self.scales == (1.0,) and not self.flip
+
+    def describe(self) -> dict:
+        return {"scales": list(self.scales), "flip": self.flip, "window": list(self.window) if self.window else None,
+                "stride": list(self.stride) if self.stride else None}
+
+
+def _resize(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(hw):
+        return x
+    return F.interpolate(x, size=hw, mode="bilinear", align_corners=False)
+
+
+def _sliding(model: nn.Module, images: torch.Tensor, window: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
+    n, _, h, w = images.shape
+    wh, ww = min(window[0], h), min(window[1], w)
+    ys = list(range(0, max(h - wh, 0) + 1, stride[0]))
+    xs = list(range(0, max(w - ww, 0) + 1, stride[1]))
+    if ys[-1] != h - wh:
+        ys.append(h - wh)  # the last window ends at the border
+    if xs[-1] != w - ww:
+        xs.append(w - ww)
+    total, count = None, torch.zeros(1, 1, h, w, device=images.device)
+    for y in ys:
+        for x in xs:
+            logits = _resize(model(images[:, :, y : y + wh, x : x + ww]), (wh, ww))
+            if total is None:
+                total = torch.zeros(n, logits.shape[1], h, w, device=images.device, dtype=logits.dtype)
+            total[:, :, y : y + wh, x : x + ww] += logits
+            count[:, :, y : y + wh, x : x + ww] += 1
+    return total / count
+
+
+def segment_logits(model: nn.Module, images: torch.Tensor, label_hw: tuple[int, int], protocol: EvalProtocol | None = None) -> torch.Tensor:
+    """``N x C x H x W`` scores at the label resolution ``label_hw`` (logits for a single view,
+    averaged softmax probabilities when several scales or flips are combined)."""
+    protocol = protocol or EvalProtocol()
+    run = (lambda x: _sliding(model, x, protocol.window, protocol.stride)) if protocol.window else model
+    if protocol.single_view:
+        return _resize(run(images), label_hw)
+    h, w = images.shape[-2:]
+    total = None
+    for s in protocol.scales:
+        scaled = _resize(images, (max(1, round(h * s)), max(1, round(w * s))))
+        views = [(scaled, False)] + ([(scaled.flip(-1), True)] if protocol.flip else [])
+        for view, flipped in views:
+            out = run(view)
+            if flipped:
+                out = out.flip(-1)
+            prob = _resize(out, label_hw).softmax(1)
+            total = prob if total is None else total + prob
+    return total
+
+
+def evaluate_server_files(prediction_dir: str | Path, cityscapes_root: str | Path, split: str = "val") -> ConfusionMatrix:
+    """Score labelId PNGs in the server format (``CITY_SEQ_FRAME*.png`` in ``prediction_dir``, any depth)
+    against ``gtFine/SPLIT`` of ``cityscapes_root``: the same files the official evaluator reads."""
+    from PIL import Image
+
+    from rtseg.data.datasets import DatasetError
+    from rtseg.data.labels import label_ids_to_train_ids
+
+    prediction_dir = Path(prediction_dir)
+    predictions = {}
+    for p in prediction_dir.rglob("*.png"):
+        key = "_".join(p.name.split("_")[:3])
+        if key in predictions:
+            raise DatasetError(f"two prediction files for {key}: {str(predictions[key])!r} and {str(p)!r}")
+        predictions[key] = p
+    gts = sorted((Path(cityscapes_root) / "gtFine" / split).glob("*/*_gtFine_labelIds.png"))
+    if not gts:
+        raise DatasetError(f"no gtFine/{split}/*/*_gtFine_labelIds.png under {str(cityscapes_root)!r}")
+    cm = ConfusionMatrix(19)
+    for gt in gts:
+        key = gt.name[: -len("_gtFine_labelIds.png")]
+        if key not in predictions:
+            raise DatasetError(f"no prediction for {str(gt)!r} in {str(prediction_dir)!r} (expected a file named {key}*.png)")
+        pred = np.asarray(Image.open(predictions[key]))
+        label = np.asarray(Image.open(gt))
+        if pred.shape != label.shape:
+            raise DatasetError(f"prediction {str(predictions[key])!r} is {pred.shape[1]}x{pred.shape[0]} but {str(gt)!r} is {label.shape[1]}x{label.shape[0]}")
+        cm.update(torch.from_numpy(label_ids_to_train_ids(pred).astype(np.int64)), torch.from_numpy(label_ids_to_train_ids(label).astype(np.int64)))
+    return cm
