@@ -2,11 +2,12 @@
 
 Accuracy: the Cityscapes mIoU each paper reports (none reproduced by rtseg yet: every point is drawn
 hollow; a reproduced one would be filled). Cost: MACs at 512x1024 as rtseg counts them (from
-benchmarks/deploy_table.py's JSON), chosen over latency because our latencies were measured on a
+benchmarks/deploy_table.py's JSON or `rtseg bench --all --json`), chosen over latency because our latencies were measured on a
 machine shared with other work and are too noisy to place models against each other; pass
 ``--latency`` to plot the measured optimized-PyTorch latency instead. Marker area: parameter count.
 
-    python benchmarks/speed_accuracy_plot.py deploy-bench.json docs/speed_accuracy.png
+    python benchmarks/speed_accuracy_plot.py deploy-bench.json docs/figures/speed_accuracy.png
+    python benchmarks/speed_accuracy_plot.py bench-results/bench_512x1024.json docs/figures/speed_accuracy.png
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def main(argv: list[str]) -> int:
     argv = [a for a in argv if a != "--latency"]
     records = json.loads(Path(argv[0]).read_text())
     out = Path(argv[1])
-    by = {r["model"]: r for r in records if r["size"] == [512, 1024]}
+    # records from deploy_table.py carry "size"; those of `rtseg bench --all --json` keep it in "conditions"
+    by = {r["model"]: r for r in records if (r.get("size") or r["conditions"]["size"]) == [512, 1024]}
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for name, (miou, _, _) in PAPER_MIOU.items():
         r = by.get(name)
@@ -50,6 +52,12 @@ def main(argv: list[str]) -> int:
         ax.scatter([ms], [miou], s=area, facecolors="tab:blue" if filled else "none", edgecolors="tab:blue", linewidths=1.5)
         ax.annotate(f"{name} ({r['params'] / 1e6:.2f}M)", (ms, miou), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xscale("log")
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    # plain numbers on a few round ticks: the default log labels (3x10^0, ...) overlap
+    ax.xaxis.set_major_locator(FixedLocator([1, 2, 5, 10, 20, 50, 100]))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     if use_latency:
         ax.set_xlabel(f"CPU latency at 512x1024, ms (optimized PyTorch, {records[0]['threads']} threads, shared machine; log scale)")
     else:
