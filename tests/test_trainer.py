@@ -134,3 +134,15 @@ def test_training_batches_are_the_same_with_and_without_worker_processes(tmp_pat
     t = Trainer(load_config("demo", base), tmp_path / "again", progress=False)
     other_epoch = list(t._loader(t.train_set, True, 2))
     assert not torch.equal(other_epoch[0][0], batches[0][0][0])
+
+
+def test_poly_schedule_per_iteration_or_stepped_per_epochs():
+    from rtseg.engine.schedules import LearningRateSchedule
+
+    base = {"name": "poly", "power": 1.0, "warmup_iters": 0}
+    per_iter = LearningRateSchedule({**base, "step_every_epochs": None}, 1.0, epochs=4, iters_per_epoch=10)
+    assert per_iter.lr_at(5, 0) == pytest.approx(1 - 5 / 40)
+    per_epoch = LearningRateSchedule({**base, "step_every_epochs": 1}, 1.0, epochs=4, iters_per_epoch=10)
+    assert per_epoch.lr_at(5, 0) == 1.0 and per_epoch.lr_at(15, 1) == pytest.approx(0.75)
+    every2 = LearningRateSchedule({**base, "step_every_epochs": 2}, 1.0, epochs=4, iters_per_epoch=10)
+    assert [every2.lr_at(0, e) for e in range(4)] == pytest.approx([1.0, 1.0, 0.5, 0.5])

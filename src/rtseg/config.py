@@ -77,7 +77,7 @@ DEFAULTS: dict[str, Any] = {
     "schedule": {
         "name": "poly",  # poly | step | plateau | constant
         "power": 0.9,
-        "step_every_epochs": 1,  # poly: update every k epochs (1: every iteration)
+        "step_every_epochs": None,  # poly: None updates every iteration; k updates once every k epochs
         "step_size": 50,  # step: epochs between decays
         "gamma": 0.1,  # step / plateau: decay factor
         "patience": 5,  # plateau

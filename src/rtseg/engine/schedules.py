@@ -28,8 +28,8 @@ class LearningRateSchedule:
     def lr_at(self, iteration: int, epoch: int) -> float:
         cfg = self.cfg
         if self.name == "poly":
-            k = int(cfg.get("step_every_epochs") or 1)
-            progress = iteration / self.total if k <= 1 else (epoch // k * k) / max(1, self.epochs)
+            k = cfg.get("step_every_epochs")
+            progress = iteration / self.total if not k else (epoch // int(k) * int(k)) / max(1, self.epochs)
             lr = self.base_lr * max(0.0, 1.0 - progress) ** float(cfg["power"])
         elif self.name == "step":
             lr = self.base_lr * float(cfg["gamma"]) ** (epoch // int(cfg["step_size"]))
