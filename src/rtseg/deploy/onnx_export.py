@@ -66,6 +66,19 @@ def model_metadata(model: nn.Module, size: tuple[int, int] | None, dynamic: bool
     }
 
 
+
+def prepare_for_export(model: nn.Module, path: Path, size: tuple[int, int], argmax: bool, optimize_first: bool):
+    """The model in eval mode, the network to trace (BN-folded if asked, with an arg-max head if asked) and an example input."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    net = model
+    if optimize_first:
+        from rtseg.deploy.optimize import optimize
+
+        net = optimize(model, (min(size[0], 128), min(size[1], 256)), verify=False)
+    head = _ArgmaxHead(net) if argmax else net
+    return model, head, torch.randn(1, 3, *size)
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -91,15 +104,7 @@ def export_onnx(
     if opset < 17:
         raise ExportError(f"opset {opset} is too old; rtseg exports opset 17 or newer")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
-    net = model
-    if optimize_first:
-        from rtseg.deploy.optimize import optimize
-
-        net = optimize(model, (min(size[0], 128), min(size[1], 256)), verify=False)
-    head = _ArgmaxHead(net) if argmax else net
-    example = torch.randn(1, 3, *size)
+    model, head, example = prepare_for_export(model, path, size, argmax, optimize_first)
     output_name = "labels" if argmax else "logits"
     dynamic_axes = None
     if dynamic:

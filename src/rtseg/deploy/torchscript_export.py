@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from rtseg.deploy.onnx_export import ExportError, _ArgmaxHead, model_metadata
+from rtseg.deploy.onnx_export import ExportError, model_metadata, prepare_for_export
 
 __all__ = ["export_torchscript", "load_torchscript"]
 
@@ -23,15 +23,7 @@ def export_torchscript(model: nn.Module, path: str | Path, size: tuple[int, int]
                        optimize_first: bool = True, verify: bool = True, tolerance: float = 1e-4) -> dict[str, Any]:
     """Trace ``model`` at ``size`` and save it; with ``verify`` the file is loaded back and compared with the model."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
-    net = model
-    if optimize_first:
-        from rtseg.deploy.optimize import optimize
-
-        net = optimize(model, (min(size[0], 128), min(size[1], 256)), verify=False)
-    head = _ArgmaxHead(net) if argmax else net
-    example = torch.randn(1, 3, *size)
+    model, head, example = prepare_for_export(model, path, size, argmax, optimize_first)
     meta = model_metadata(model, size, False, argmax, opset=0)
     meta.pop("rtseg.opset")
     meta["rtseg.format"] = "torchscript (traced)"
