@@ -186,3 +186,28 @@ def test_train_transform_is_deterministic_per_generator_seed():
     assert not torch.equal(a[0], c[0])
     x, y = t(img, lab, np.random.default_rng(0), crop_size=(24, 24))
     assert tuple(x.shape) == (3, 24, 24) and tuple(y.shape) == (24, 24)
+
+
+def test_label_values_are_checked_once_on_load_naming_the_files(tmp_path, monkeypatch):
+    from rtseg.data.datasets import build_dataset
+
+    monkeypatch.setenv("RTSEG_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "camvid"
+    for split in ("train", "trainannot"):
+        (root / split).mkdir(parents=True)
+    for i, top in enumerate((10, 11, 14, 200)):  # 11 is void (fine); 14 and 200 are not classes
+        Image.new("RGB", (6, 4)).save(root / "train" / f"f{i}.png")
+        lab = np.zeros((4, 6), dtype=np.uint8)
+        lab[0, 0] = top
+        Image.fromarray(lab).save(root / "trainannot" / f"f{i}.png")
+    cfg = {"dataset": "camvid", "root": str(root), "train_split": "train"}
+    with pytest.raises(DatasetError) as err:
+        build_dataset(cfg, "train")
+    msg = str(err.value)
+    assert "2 of 4" in msg and "f2.png" in msg and "[14]" in msg and "f3.png" in msg and "f0.png" not in msg
+    lab = np.zeros((4, 6), dtype=np.uint8)
+    for i in (2, 3):
+        Image.fromarray(lab).save(root / "trainannot" / f"f{i}.png")
+    assert len(build_dataset(cfg, "train")) == 4
+    assert len(list((tmp_path / "cache" / "label-checks").iterdir())) == 1
+    assert len(build_dataset({**cfg, "check_labels": False}, "train")) == 4

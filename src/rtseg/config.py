@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
         "color_jitter": 0.0,  # brightness/contrast/saturation factors drawn from [1 - s, 1 + s]
         "channel_noise": 0.0,  # std of a per-image offset per colour channel, as a fraction of 255
         "normalization": None,  # preset name; None: the model's own
+        "check_labels": True,  # scan every label map once for values outside the classes (remembered per file list)
         "label_scale": 1,  # labels downsampled by this factor (8 for encoder-only training)
         "input_scale": 1,  # input downsampled by this factor, labels kept (low-resolution input)
         "train_samples": 200,  # synthetic only

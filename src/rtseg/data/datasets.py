@@ -54,13 +54,25 @@ class _PairedFolder:
     def name(self, index: int) -> str:
         return self.pairs[index][0].stem
 
+    # largest raw label value the files may hold (None: every value has a meaning, e.g. Cityscapes labelIds)
+    max_raw_label: int | None = None
+
     def convert_label(self, label: np.ndarray) -> np.ndarray:
         return label
+
+    def label(self, index: int) -> np.ndarray:
+        """The label map of item ``index``, checked: raw values above ``max_raw_label`` raise naming the file."""
+        path = self.pairs[index][1]
+        raw = read_label(path)
+        if self.max_raw_label is not None and raw.size and int(raw.max()) > self.max_raw_label:
+            bad = [int(v) for v in np.unique(raw) if v > self.max_raw_label]
+            raise DatasetError(f"label map {str(path)!r} has value(s) {bad[:10]} outside the classes and the ignore value (0..{self.max_raw_label})")
+        return self.convert_label(raw)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         img_path, lab_path = self.pairs[index]
         image = read_image(img_path)
-        label = self.convert_label(read_label(lab_path))
+        label = self.label(index)
         if image.shape[:2] != label.shape:
             raise DatasetError(f"image {str(img_path)!r} is {image.shape[1]}x{image.shape[0]} but its label {str(lab_path)!r} is {label.shape[1]}x{label.shape[0]}")
         return image, label
@@ -117,6 +129,8 @@ class CamVidDataset(_PairedFolder):
             )
         super().__init__([(images[n], labels[n]) for n in sorted(images)], f"{img_dir}")
 
+    max_raw_label = 11  # classes 0..10, 11 = void
+
     def convert_label(self, label: np.ndarray) -> np.ndarray:
         out = label.copy()
         out[out == 11] = 255  # void -> the common ignore value
@@ -138,8 +152,46 @@ def dataset_classes(data_cfg: dict[str, Any]) -> ClassInfo:
     return CAMVID if kind == "camvid" else CITYSCAPES
 
 
+def check_label_values(dataset, cache_dir: str | Path | None = None) -> None:
+    """Read every label map of ``dataset`` once and raise one DatasetError naming each file whose values lie outside
+    the classes and the ignore value. A passed check is remembered (per hash of the label file list), so
+    an unchanged dataset is scanned only once."""
+    from rtseg.data.cache import default_cache_dir, file_list_key
+
+    if not hasattr(dataset, "label") or not getattr(dataset, "pairs", None):
+        return
+    info = dataset.classes
+    key = file_list_key(dataset, info.num_classes, info.ignore_index)
+    marker = Path(cache_dir or default_cache_dir()) / "label-checks" / f"{key}.ok"
+    if marker.is_file():
+        return
+    problems = []
+    for i in range(len(dataset)):
+        try:
+            dataset.label(i)
+        except DatasetError as exc:
+            problems.append(str(exc))
+    if problems:
+        shown = "\n  ".join(problems[:10])
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise DatasetError(f"{len(problems)} of {len(dataset)} label map(s) cannot be used:\n  {shown}{more}")
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{len(dataset)} label maps checked\n")
+    except OSError:
+        pass  # an unwritable cache only costs a rescan next time
+
+
 def build_dataset(data_cfg: dict[str, Any], split: str):
-    """The dataset a config's ``data`` section names, for ``split`` (``train`` or ``val``)."""
+    """The dataset a config's ``data`` section names, for ``split`` (``train`` or ``val``), with its label values
+    checked once (``data.check_labels``)."""
+    dataset = _build_dataset(data_cfg, split)
+    if data_cfg.get("check_labels", True):
+        check_label_values(dataset)
+    return dataset
+
+
+def _build_dataset(data_cfg: dict[str, Any], split: str):
     kind = data_cfg.get("dataset", "synthetic")
     split_name = data_cfg.get(f"{split}_split", split)
     if kind == "synthetic":

@@ -158,6 +158,10 @@ class FolderDataset:
             label = np.where(label == self.ignore_index, IGNORE_INDEX, label).astype(np.uint8)
         return label
 
+    def label(self, index: int) -> np.ndarray:
+        """The checked label map of item ``index`` (values outside the classes and the ignore value raise, naming the file)."""
+        return self._read_label(self.pairs[index][1])
+
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         img_path, lab_path = self.pairs[index]
         image = read_image(img_path)

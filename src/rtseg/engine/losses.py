@@ -1,7 +1,6 @@
 """Losses and class weighting (ENet's 1/ln(c + p), median-frequency balancing)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -10,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+
+from rtseg.data.cache import default_cache_dir, file_list_key  # noqa: F401  (re-exported)
 
 __all__ = ["class_frequencies", "cached_class_frequencies", "file_list_key", "enet_weights", "median_frequency_weights", "build_criterion"]
 
@@ -23,25 +24,6 @@ def class_frequencies(dataset, num_classes: int, ignore_index: int = 255, max_it
         label = label[(label != ignore_index) & (label < num_classes)]
         counts += np.bincount(label.astype(np.int64), minlength=num_classes)[:num_classes]
     return counts
-
-
-def default_cache_dir() -> Path:
-    """``$RTSEG_CACHE`` or ``~/.cache/rtseg``."""
-    return Path(os.environ.get("RTSEG_CACHE") or Path.home() / ".cache" / "rtseg")
-
-
-def file_list_key(dataset, num_classes: int, ignore_index: int) -> str | None:
-    """A hash of the dataset's label files (path, size, modification time) and of how they are read, or
-    None for a dataset without files (the synthetic scenes)."""
-    pairs = getattr(dataset, "pairs", None)
-    if not pairs:
-        return None
-    h = hashlib.sha256()
-    h.update(f"{type(dataset).__name__}|{num_classes}|{ignore_index}\n".encode())
-    for _, label in pairs:
-        st = Path(label).stat()
-        h.update(f"{Path(label).resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:32]
 
 
 def cached_class_frequencies(dataset, num_classes: int, ignore_index: int = 255, cache_dir: str | Path | None = None) -> np.ndarray:

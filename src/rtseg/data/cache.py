@@ -1,0 +1,27 @@
+"""Per-dataset cache keys: a hash of the label files, so facts computed once over a dataset are reused while it is unchanged."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+__all__ = ["default_cache_dir", "file_list_key"]
+
+
+def default_cache_dir() -> Path:
+    """``$RTSEG_CACHE`` or ``~/.cache/rtseg``."""
+    return Path(os.environ.get("RTSEG_CACHE") or Path.home() / ".cache" / "rtseg")
+
+
+def file_list_key(dataset, num_classes: int, ignore_index: int) -> str | None:
+    """A hash of the dataset's label files (path, size, modification time) and of how they are read, or
+    None for a dataset without files (the synthetic scenes)."""
+    pairs = getattr(dataset, "pairs", None)
+    if not pairs:
+        return None
+    h = hashlib.sha256()
+    h.update(f"{type(dataset).__name__}|{num_classes}|{ignore_index}\n".encode())
+    for _, label in pairs:
+        st = Path(label).stat()
+        h.update(f"{Path(label).resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
