@@ -28,6 +28,7 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=["fplnet", "erfnet", "liteseg-mobilenetv2"])
     parser.add_argument("--checkpoint", nargs="*", default=[], help="MODEL=PATH: trained checkpoints to use instead of random weights")
     parser.add_argument("--calibration", type=int, default=16)
+    parser.add_argument("--size", default="360x480", help="model input HxW (predictions are scored at the labels' 360x480)")
     parser.add_argument("--val-images", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
@@ -44,7 +45,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     ckpts = dict(c.split("=", 1) for c in args.checkpoint)
-    size = (360, 480)
+    size = tuple(int(v) for v in args.size.split("x"))
     val = sorted((args.camvid / "val").glob("*.png"))[: args.val_images]
     records = []
     for name in args.models:
