@@ -46,7 +46,8 @@ def measure(names, sizes, threads: int, rounds: int, warmup: int) -> list[dict]:
                 warnings.simplefilter("ignore")
                 path = Path(tmp) / "m.onnx"
                 export_onnx(model, path, (h, w), verify=False)
-                session = ort_session(path, threads=threads)
+                # no busy-waiting ORT threads: the next variant timed would pay for them
+                session = ort_session(path, threads=threads, spinning=False)
                 import onnxruntime
 
                 rec["onnxruntime"] = onnxruntime.__version__

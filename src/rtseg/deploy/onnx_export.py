@@ -139,8 +139,13 @@ def export_onnx(
     return record
 
 
-def ort_session(path: str | Path, threads: int | None = None, providers: list[str] | None = None):
-    """An ONNX Runtime inference session for ``path`` (CPU unless ``providers`` say otherwise)."""
+def ort_session(path: str | Path, threads: int | None = None, providers: list[str] | None = None, spinning: bool = True):
+    """An ONNX Runtime inference session for ``path`` (CPU unless ``providers`` say otherwise).
+
+    ``spinning=False`` stops ONNX Runtime's worker threads from busy-waiting after each run; needed when
+    other work is timed on the same cores right after it (side-by-side benchmarks), which the spinning
+    threads would otherwise slow down.
+    """
     ort = _require("onnxruntime")
     path = Path(path)
     if not path.is_file():
@@ -150,6 +155,8 @@ def ort_session(path: str | Path, threads: int | None = None, providers: list[st
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:
