@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from rtseg.config import yaml_load
-from rtseg.data.datasets import IMAGE_SUFFIXES, DatasetError, read_image, read_label
+from rtseg.data.datasets import IMAGE_SUFFIXES, DatasetError, _PairedFolder, read_image, read_label
 from rtseg.data.labels import IGNORE_INDEX, ClassInfo
 
 __all__ = ["FolderDataset", "read_folder_spec", "folder_classes"]
@@ -81,7 +81,7 @@ def _header_size(path: Path) -> tuple[int, int]:
         raise DatasetError(f"{str(path)!r} is not a readable image: {exc}") from exc
 
 
-class FolderDataset:
+class FolderDataset(_PairedFolder):
     """Items are ``(H x W x 3 uint8 image, H x W uint8 label)``, labels in ``0..len(classes)-1`` or the ignore value."""
 
     def __init__(self, root: str | Path, split: str = "train"):
@@ -131,12 +131,6 @@ class FolderDataset:
             lut[(r << 16) | (g << 8) | b] = self.ignore_index
         return lut
 
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def name(self, index: int) -> str:
-        return self.pairs[index][0].stem
-
     def _read_label(self, path: Path) -> np.ndarray:
         if self._color_lut is None:
             label = read_label(path)
@@ -161,11 +155,3 @@ class FolderDataset:
     def label(self, index: int) -> np.ndarray:
         """The checked label map of item ``index`` (values outside the classes and the ignore value raise, naming the file)."""
         return self._read_label(self.pairs[index][1])
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        img_path, lab_path = self.pairs[index]
-        image = read_image(img_path)
-        label = self._read_label(lab_path)
-        if image.shape[:2] != label.shape:
-            raise DatasetError(f"image {str(img_path)!r} is {image.shape[1]}x{image.shape[0]} but its label {str(lab_path)!r} is {label.shape[1]}x{label.shape[0]}")
-        return image, label
