@@ -74,6 +74,9 @@ def register_model(
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering a builder ``fn(num_classes, **options) -> nn.Module`` under ``name``.
 
+    A model class is itself a builder: its ``__init__`` parameters are the entry's options, so a network
+    whose options are exactly its constructor's is registered as the class, with no forwarding function.
+
     The same builder may be registered several times with different ``defaults``
     (one entry per paper variant).
     """

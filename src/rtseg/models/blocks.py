@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-__all__ = ["ConvBNAct", "SeparableConv2d", "ChannelShuffle", "channel_shuffle", "upsample_to"]
+__all__ = ["ConvBNAct", "SeparableConv2d", "ChannelShuffle", "channel_shuffle"]
 
 
 class ConvBNAct(nn.Sequential):
@@ -64,10 +63,3 @@ class ChannelShuffle(nn.Module):
 
     def extra_repr(self) -> str:
         return f"groups={self.groups}"
-
-
-def upsample_to(x: torch.Tensor, size: tuple[int, int] | torch.Size, mode: str = "bilinear") -> torch.Tensor:
-    """Resize ``x`` to ``size`` (bilinear without corner alignment unless ``mode`` says otherwise)."""
-    if mode == "nearest":
-        return F.interpolate(x, size=tuple(size), mode="nearest")
-    return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)

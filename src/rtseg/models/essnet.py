@@ -373,26 +373,6 @@ class WSPDNet(SegmentationModel):
         return self.output_conv(x)
 
 
-def essnet(
-    num_classes: int = 19,
-    encoder: str = "b",
-    groups: int = 1,
-    shuffle: bool = False,
-    decoder: str = "deconv",
-    decoder_layers: str = "non-bt-1d",
-    upsampling_mode: str = "transposed",
-    dropout: float = 0.3,
-    gradual_grouping: bool = False,
-) -> ESSNet:
-    """ESSNet family network (encoder layout, conv-module grouping, decoder)."""
-    return ESSNet(num_classes, encoder, groups, shuffle, decoder, decoder_layers, upsampling_mode, dropout, gradual_grouping)
-
-
-def wspdnet(num_classes: int = 19, dws_dil_layers: int = 2, dropout: float = 0.3) -> WSPDNet:
-    """WSPD-Net with DWS-Dil layers (thesis Table 4.2)."""
-    return WSPDNet(num_classes, dws_dil_layers, dropout)
-
-
 # Conv-module variants of Tables 3.1-3.4: name suffix -> (groups, shuffle)
 _VARIANTS = {"d": (1, False), "dg2": (2, False), "dg4": (4, False), "dg8": (8, False), "dg2s": (2, True), "dg4s": (4, True), "dg8s": (8, True)}
 
@@ -433,7 +413,7 @@ for _suffix, (_groups, _shuffle) in _VARIANTS.items():
             defaults={"encoder": _layout, "groups": _groups, "shuffle": _shuffle},
             expected_params=_expected(_name),
             params_source="our count at 19 classes; thesis figure and tolerance in tests/test_essnet.py",
-        )(essnet)
+        )(ESSNet)
 
 for _suffix in ("d", "dg2", "dg4"):
     register_model(
@@ -443,7 +423,7 @@ for _suffix in ("d", "dg2", "dg4"):
         defaults={"groups": _VARIANTS[_suffix][0], "decoder": "upsampling", "decoder_layers": "conv-module"},
         expected_params=_expected(f"essnet-{_suffix}"),
         params_source="our count at 19 classes; thesis figure and tolerance in tests/test_essnet.py",
-    )(essnet)
+    )(ESSNet)
 
 for _decoder, _layers, _what in (
     ("ups", "non-bt-1d", "ESSNetB-D with only its upsampling blocks replaced by the 1x1 upsampling block"),
@@ -458,7 +438,7 @@ for _decoder, _layers, _what in (
         defaults={"decoder": "upsampling" if _decoder == "ups" else _decoder, "decoder_layers": _layers},
         expected_params=_expected(f"essnet-d-{_decoder}"),
         params_source="our count at 19 classes; thesis GFLOPs and tolerance in tests/test_essnet.py",
-    )(essnet)
+    )(ESSNet)
 
 register_model(
     "essnet-ppm",
@@ -467,7 +447,7 @@ register_model(
     defaults={"groups": 2, "decoder": "ppm"},
     expected_params=_EXPECTED["essnet-ppm"],
     params_source="our count at 19 classes (the thesis gives no figure)",
-)(essnet)
+)(ESSNet)
 
 register_model(
     "wspdnet",
@@ -475,4 +455,4 @@ register_model(
     description="WSPD-Net (Table 4.2): non-bottleneck-1D 3K / 5K layers and two DWS-Dil layers",
     expected_params=_EXPECTED["wspdnet"],
     params_source="our count at 19 classes; thesis says 0.67 M (tests/test_essnet.py)",
-)(wspdnet)
+)(WSPDNet)

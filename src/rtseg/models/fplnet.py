@@ -347,44 +347,15 @@ class ESPNetFPL(ESPNetC):
         self.level3 = nn.ModuleList([FPLModule(128, 128, **opts) for _ in range(q)])
 
 
-@register_model("fplnet", paper=PAPER, expected_params=499_611, params_source="paper Table IV: 0.49 M (< 0.5 M)")
-def fplnet(
-    num_classes: int = 19,
-    encoder_only: bool = False,
-    module: str = "fpl",
-    downsampling: str = "delayed",
-    fusion: str = "fir",
-    stage2_modules: int = 4,
-    stage3_modules: int = 8,
-    factorization: str = "composite",
-    activation: str = "prelu",
-    dilations: tuple[int, ...] = DILATIONS,
-    pff: str = "adjacent",
-    esp_downsampler: bool = True,
-    decoder_kernels: tuple[int, int, int] = (3, 3, 2),
-) -> FPLNet:
-    """FPLNet: FPL-module encoder with FIR units and a sequential asymmetric decoder."""
-    return FPLNet(num_classes, encoder_only, module, downsampling, fusion, stage2_modules, stage3_modules,
-                  factorization, activation, dilations, pff, esp_downsampler, decoder_kernels)
-
-
+register_model("fplnet", paper=PAPER, expected_params=499_611, params_source="paper Table IV: 0.49 M (< 0.5 M)",
+               description="FPLNet: FPL-module encoder with FIR units and a sequential asymmetric decoder.")(FPLNet)
 register_model("fplnet-encoder", paper=PAPER, defaults={"encoder_only": True}, expected_params=419_652,
                params_source="paper Tables VI-X: 0.42 M; Table VIII: 419,994",
-               description="FPLNet encoder with a 1x1 projection to the classes, upsampled 8x bilinearly")(fplnet)
+               description="FPLNet encoder with a 1x1 projection to the classes, upsampled 8x bilinearly")(FPLNet)
 register_model("fplnet-esp", paper=PAPER, defaults={"encoder_only": True, "module": "esp"}, expected_params=385_883,
                params_source="paper Table VI: 0.38 M",
-               description="FPLNet encoder with ESP modules in place of FPL modules (Table VI, encoder only)")(fplnet)
+               description="FPLNet encoder with ESP modules in place of FPL modules (Table VI, encoder only)")(FPLNet)
 
 
-@register_model("espnet-fpl", paper=PAPER, expected_params=380_722, params_source="paper Table VI: 0.38 M")
-def espnet_fpl(
-    num_classes: int = 19,
-    p: int = 2,
-    q: int = 8,
-    fpl_downsamplers: bool = True,
-    dilations: tuple[int, ...] = DILATIONS,
-    factorization: str = "composite",
-    pff: str = "adjacent",
-) -> ESPNetFPL:
-    """ESPNet-C with FPL modules in place of ESP modules (Table VI, encoder only, 8x bilinear upsampling)."""
-    return ESPNetFPL(num_classes, p, q, fpl_downsamplers, dilations, factorization, pff)
+register_model("espnet-fpl", paper=PAPER, expected_params=380_722, params_source="paper Table VI: 0.38 M",
+               description="ESPNet-C with FPL modules in place of ESP modules (Table VI, encoder only, 8x bilinear upsampling).")(ESPNetFPL)

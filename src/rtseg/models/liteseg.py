@@ -189,26 +189,16 @@ def table2_operations(model: nn.Module, size: tuple[int, int] = (512, 1024)) -> 
     return total
 
 
-def liteseg(
-    num_classes: int = 19,
-    backbone: str = "mobilenetv2",
-    output_stride: int | None = None,
-    head: str = "daspp",
-    conv: str = "separable",
-    low_level_stage: str | None = None,
-    low_level_reduce: int | str | None = "auto",
-    pretrained: str | None = None,
-) -> LiteSeg:
-    """LiteSeg: backbone + DASPP + decoder (options: head='aspp' baseline, conv='standard', any backbone)."""
-    return LiteSeg(num_classes, backbone, output_stride, head, conv, low_level_stage, low_level_reduce, pretrained)
-
-
+_DESCRIPTION = "LiteSeg: backbone + DASPP + decoder (options: head='aspp' baseline, conv='standard', any backbone)."
 _OFFICIAL = "official LiteSeg code, without the unused ImageNet classifier; see docs/fidelity.md"
 register_model(
-    "liteseg-darknet19", paper=PAPER, defaults={"backbone": "darknet19"}, expected_params=20_545_459, params_source="paper Table III and official code: 20.55M"
-)(liteseg)
-register_model("liteseg-mobilenetv2", paper=PAPER, defaults={"backbone": "mobilenetv2"}, expected_params=3_101_707, params_source=_OFFICIAL)(liteseg)
-register_model("liteseg-shufflenet", paper=PAPER, defaults={"backbone": "shufflenet-g8"}, expected_params=1_971_451, params_source=_OFFICIAL)(liteseg)
+    "liteseg-darknet19", paper=PAPER, defaults={"backbone": "darknet19"}, expected_params=20_545_459, params_source="paper Table III and official code: 20.55M",
+    description=_DESCRIPTION,
+)(LiteSeg)
+register_model("liteseg-mobilenetv2", paper=PAPER, defaults={"backbone": "mobilenetv2"}, expected_params=3_101_707, params_source=_OFFICIAL,
+               description=_DESCRIPTION)(LiteSeg)
+register_model("liteseg-shufflenet", paper=PAPER, defaults={"backbone": "shufflenet-g8"}, expected_params=1_971_451, params_source=_OFFICIAL,
+               description=_DESCRIPTION)(LiteSeg)
 register_model(
     "liteseg-shufflenetv2",
     paper=PAPER,
@@ -216,4 +206,4 @@ register_model(
     defaults={"backbone": "shufflenetv2"},
     expected_params=1_976_559,
     params_source="our count (no paper figure: pairing not in the paper)",
-)(liteseg)
+)(LiteSeg)
