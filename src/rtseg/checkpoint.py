@@ -171,11 +171,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def model_from_checkpoint(path: str | os.PathLike) -> nn.Module:
-    """Rebuild the model stored in an rtseg checkpoint and load its weights."""
+    """Rebuild the model stored in an rtseg checkpoint, load its weights and restore its normalisation preset."""
     from rtseg.registry import create_model
 
     ckpt = load_checkpoint(path)
     spec = ckpt["model"]
     model = create_model(spec["name"], num_classes=spec["num_classes"], **spec.get("options", {}))
     load_weights(model, ckpt["model_state"], strict=True)
+    model.normalization = ckpt.get("normalization", model.normalization)
+    model.rtseg_config = ckpt.get("config") or {}  # the training config, e.g. which dataset it saw
     return model

@@ -86,11 +86,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rtseg.inference import load_model, parse_size
 
     model = load_model(args.model, weights=args.weights, num_classes=args.num_classes)
-    ckpt_data: dict[str, Any] = {}
-    if Path(args.model).is_file():
-        from rtseg.checkpoint import load_checkpoint
-
-        ckpt_data = (load_checkpoint(args.model).get("config") or {}).get("data", {})
+    # a checkpoint remembers the data it was trained on: evaluate on that unless told otherwise
+    ckpt_data: dict[str, Any] = (getattr(model, "rtseg_config", None) or {}).get("data", {})
     data_cfg = {**DEFAULTS["data"], **ckpt_data}
     if args.data:
         data_cfg["dataset"] = args.data

@@ -42,7 +42,8 @@ class EvalProtocol:
                 "stride": list(self.stride) if self.stride else None}
 
 
-def _resize(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+def resize_to(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """``x`` resized bilinearly (no corner alignment) to ``hw``; returned as it is when it already has that size."""
     if tuple(x.shape[-2:]) == tuple(hw):
         return x
     return F.interpolate(x, size=hw, mode="bilinear", align_corners=False)
@@ -60,7 +61,7 @@ def _sliding(model: nn.Module, images: torch.Tensor, window: tuple[int, int], st
     total, count = None, torch.zeros(1, 1, h, w, device=images.device)
     for y in ys:
         for x in xs:
-            logits = _resize(model(images[:, :, y : y + wh, x : x + ww]), (wh, ww))
+            logits = resize_to(model(images[:, :, y : y + wh, x : x + ww]), (wh, ww))
             if total is None:
                 total = torch.zeros(n, logits.shape[1], h, w, device=images.device, dtype=logits.dtype)
             total[:, :, y : y + wh, x : x + ww] += logits
@@ -74,17 +75,17 @@ def segment_logits(model: nn.Module, images: torch.Tensor, label_hw: tuple[int, 
     protocol = protocol or EvalProtocol()
     run = (lambda x: _sliding(model, x, protocol.window, protocol.stride)) if protocol.window else model
     if protocol.single_view:
-        return _resize(run(images), label_hw)
+        return resize_to(run(images), label_hw)
     h, w = images.shape[-2:]
     total = None
     for s in protocol.scales:
-        scaled = _resize(images, (max(1, round(h * s)), max(1, round(w * s))))
+        scaled = resize_to(images, (max(1, round(h * s)), max(1, round(w * s))))
         views = [(scaled, False)] + ([(scaled.flip(-1), True)] if protocol.flip else [])
         for view, flipped in views:
             out = run(view)
             if flipped:
                 out = out.flip(-1)
-            prob = _resize(out, label_hw).softmax(1)
+            prob = resize_to(out, label_hw).softmax(1)
             total = prob if total is None else total + prob
     return total
 

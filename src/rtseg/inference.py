@@ -10,11 +10,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from rtseg.checkpoint import load_checkpoint, load_weights
+from rtseg.checkpoint import model_from_checkpoint
 from rtseg.data.datasets import read_image
 from rtseg.data.labels import CAMVID, CITYSCAPES, ClassInfo, colorize
 from rtseg.data.normalization import get_normalization
-from rtseg.registry import create_model, get_entry
+from rtseg.evaluation import resize_to
+from rtseg.registry import create_model
 
 __all__ = ["load_model", "predict", "predict_logits", "overlay", "parse_size", "classes_for"]
 
@@ -36,12 +37,8 @@ def load_model(spec: str | Path, weights: str | Path | None = None, num_classes:
     """A model from an rtseg checkpoint file, or from a registered name (optionally with a weights file)."""
     path = Path(spec)
     if path.suffix in (".pt", ".pth", ".ckpt") or path.is_file():
-        ckpt = load_checkpoint(path)
-        mspec = ckpt["model"]
-        model = create_model(mspec["name"], num_classes=mspec["num_classes"], **mspec.get("options", {}))
-        load_weights(model, ckpt["model_state"], strict=True)
-        model.normalization = ckpt.get("normalization", model.normalization)
-        dataset = (ckpt.get("config") or {}).get("data", {}).get("dataset")
+        model = model_from_checkpoint(path)
+        dataset = model.rtseg_config.get("data", {}).get("dataset")
         model.class_info = CAMVID if dataset == "camvid" else CITYSCAPES
         return model.eval()
     model = create_model(str(spec), num_classes=num_classes or 19, weights=weights, **options)
@@ -81,8 +78,7 @@ def predict_logits(model: nn.Module, image: Any, size: tuple[int, int] | None = 
     model.eval()
     logits = model(x)
     model.train(was_training)
-    if tuple(logits.shape[-2:]) != rgb.shape[:2]:
-        logits = F.interpolate(logits, size=rgb.shape[:2], mode="bilinear", align_corners=False)
+    logits = resize_to(logits, rgb.shape[:2])
     return logits[0]
 
 
@@ -100,7 +96,3 @@ def overlay(image: np.ndarray, label_map: np.ndarray, palette, alpha: float = 0.
     """The image blended with the colourised label map."""
     colour = colorize(label_map, palette).astype(np.float32)
     return np.clip(image.astype(np.float32) * (1 - alpha) + colour * alpha, 0, 255).astype(np.uint8)
-
-
-def default_normalization(name: str) -> str:
-    return get_entry(name).normalization

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from rtseg.checkpoint import extract_state_dict, load_checkpoint, load_file, load_weights, save_checkpoint
@@ -25,6 +24,7 @@ from rtseg.data.transforms import EvalTransform, TrainTransform
 from rtseg.engine.distributed import DistributedContext
 from rtseg.engine.losses import build_criterion
 from rtseg.engine.schedules import LearningRateSchedule
+from rtseg.evaluation import EvalProtocol, resize_to, segment_logits
 from rtseg.gradual_grouping import GradualGroupingSchedule, convert_state_dict, gradual_layers
 from rtseg.metrics import ConfusionMatrix
 from rtseg.registry import create_model, get_entry
@@ -86,19 +86,11 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _match_size(logits: torch.Tensor, label_hw: tuple[int, int]) -> torch.Tensor:
-    if tuple(logits.shape[-2:]) == tuple(label_hw):
-        return logits
-    return F.interpolate(logits, size=label_hw, mode="bilinear", align_corners=False)
-
-
 @torch.inference_mode()
 def evaluate_model(model: nn.Module, loader, num_classes: int, device: torch.device, ignore_index: int = 255, progress: bool = False, protocol=None) -> ConfusionMatrix:
     """Confusion matrix of ``model`` over ``loader``; logits are resized to the label size before the argmax
     (``protocol``: an :class:`rtseg.evaluation.EvalProtocol` for sliding-window, flip or multi-scale testing)."""
     from tqdm.auto import tqdm
-
-    from rtseg.evaluation import segment_logits
 
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index)
@@ -239,7 +231,7 @@ class Trainer:
             images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, enabled=self.use_amp):
                 logits = self.net(images)
-                loss = self.criterion(_match_size(logits, labels.shape[-2:]).float(), labels)
+                loss = self.criterion(resize_to(logits, tuple(labels.shape[-2:])).float(), labels)
             if self.dist.enabled:  # every process stops together when one sees a non-finite loss
                 finite = self.dist.sum_(torch.tensor([float(torch.isfinite(loss).item())]))
                 if finite.item() < self.dist.world_size:
@@ -268,8 +260,6 @@ class Trainer:
 
     def validate(self) -> dict[str, Any]:
         loader = self._loader(self.val_set, False, 0)
-        from rtseg.evaluation import EvalProtocol
-
         ecfg = self.config.get("eval") or {}
         protocol = EvalProtocol(ecfg.get("scales") or [1.0], ecfg.get("flip", False), ecfg.get("window"), ecfg.get("stride"))
         cm = evaluate_model(self.model, loader, self.num_classes, self.device, self.classes.ignore_index, progress=self.progress, protocol=protocol)
