@@ -1,8 +1,10 @@
 """Optimized vs eager vs ONNX Runtime, side by side in one run, for every registered model (docs/benchmarks.md).
 
 For each model and size the variants are timed in interleaved rounds (eager, optimized NCHW, optimized
-channels-last, ONNX Runtime, eager, ...) so that load from other processes hits all of them alike; the
-figure per variant is the median over rounds. Weights are random (latency does not depend on them).
+channels-last, optimized channels-last + torch.compile, ONNX Runtime, eager, ...) so that load from other
+processes hits all of them alike; the figure per variant is the median over rounds. Weights are random
+(latency does not depend on them). The run also measures this CPU's attainable multiply-add rate (a large
+matrix product and a large 3x3 convolution), against which each model's rate is compared.
 
     python benchmarks/deploy_table.py --threads 2 --rounds 3 --json deploy.json
     python benchmarks/deploy_table.py --from-json deploy.json      # only print the tables
@@ -22,7 +24,8 @@ import numpy as np
 import torch
 
 SIZES = ("360x640", "512x1024")
-VARIANTS = ("eager", "optimized", "optimized_cl", "onnxruntime")
+VARIANTS = ("eager", "optimized", "optimized_cl", "compiled", "onnxruntime")
+OPTIMIZED = ("optimized", "optimized_cl", "compiled")
 
 
 def measure(names, sizes, threads: int, rounds: int, warmup: int) -> list[dict]:
@@ -40,8 +43,14 @@ def measure(names, sizes, threads: int, rounds: int, warmup: int) -> list[dict]:
             rec = {"model": name, "size": [h, w], "params": count_parameters(model), "macs": count_flops(model, (h, w))["macs"],
                    "threads": threads, "rounds": rounds, "warmup": warmup, "device_name": device_name(torch.device("cpu")),
                    "torch": torch.__version__}
-            fast = optimize(model, (h, w), verify=True)
-            fast_cl = optimize(model, (h, w), channels_last=True, verify=False)
+            fast = optimize(model, (h, w), channels_last=False, compile=False, verify=True)
+            fast_cl = optimize(model, (h, w), channels_last=True, compile=False, verify=False)
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                compiled = optimize(model, (h, w), channels_last=True, compile=True, verify=True)  # compiles on the check
+            rec["compile_s"] = time.perf_counter() - t0
+            rec["compiled_max_abs_diff"] = compiled.rtseg_optimization.max_abs_diff
             with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 path = Path(tmp) / "m.onnx"
@@ -57,6 +66,7 @@ def measure(names, sizes, threads: int, rounds: int, warmup: int) -> list[dict]:
                     "eager": lambda: model(x),
                     "optimized": lambda: fast(x),
                     "optimized_cl": lambda: fast_cl(x),
+                    "compiled": lambda: compiled(x),
                     "onnxruntime": lambda: session.run(None, {"image": xn}),
                 }
                 times = {k: [] for k in runners}
@@ -74,36 +84,76 @@ def measure(names, sizes, threads: int, rounds: int, warmup: int) -> list[dict]:
             rec["folded_batchnorms"] = fast.rtseg_optimization.folded_batchnorms
             rec["kept_batchnorms"] = len(fast.rtseg_optimization.kept_batchnorms)
             records.append(rec)
+            torch._dynamo.reset()  # one model's compiled graphs must not count against the next one's cache limit
             print(f"{name:24s} {h}x{w} " + " ".join(f"{k} {rec[k + '_ms']:.1f}" for k in VARIANTS), flush=True)
     return records
 
 
+def attainable_rate(threads: int, repeats: int = 10) -> dict:
+    """Multiply-adds per second of a 2048^3 matrix product and of a 256->256 3x3 convolution on 64x128
+    (channels-last): what this CPU attains on the kernels a convolutional network is made of."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(1, 256, 64, 128).contiguous(memory_format=torch.channels_last)
+    jobs = {"matmul": (lambda: a @ b, 2048**3), "conv3x3": (lambda: conv(x), 256 * 256 * 9 * 64 * 128)}
+    out = {"kind": "attainable_rate", "threads": threads}
+    with torch.inference_mode():
+        for name, (run, macs) in jobs.items():
+            run()
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - t0)
+            out[f"{name}_gmacs_per_s"] = macs / min(times) / 1e9
+    return out
+
+
 def tables(records: list[dict]) -> str:
+    peak = next((r for r in records if r.get("kind") == "attainable_rate"), None)
+    records = [r for r in records if "model" in r]
     r0 = records[0]
     lines = [f"CPU: {r0['device_name']}, {r0['threads']} threads, batch 1, fp32, torch {r0['torch']}, onnxruntime {r0['onnxruntime']}; "
              f"median of {r0['rounds']} interleaved rounds after {r0['warmup']} warm-up round(s); random weights.", ""]
+    attainable = None
+    if peak:
+        attainable = max(peak["matmul_gmacs_per_s"], peak["conv3x3_gmacs_per_s"])
+        lines += [f"Attainable rate measured in the same run: {peak['matmul_gmacs_per_s']:.1f} GMAC/s (2048^3 matrix product), "
+                  f"{peak['conv3x3_gmacs_per_s']:.1f} GMAC/s (256->256 3x3 convolution at 64x128, channels-last).", ""]
     sizes = sorted({tuple(r["size"]) for r in records})
     by = {(r["model"], tuple(r["size"])): r for r in records}
     names = sorted({r["model"] for r in records})
-    met = {s: 0 for s in sizes}
+    met = {s: [] for s in sizes}
+    missed = {s: [] for s in sizes}
     for s in sizes:
         lines += [f"**{s[0]}x{s[1]}**", "",
-                  "| model | params | GMACs | eager ms | optimized ms | optimized channels-last ms | ONNX Runtime ms | best optimized vs eager | ORT vs eager |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| model | params | GMACs | eager ms | optimized ms | channels-last ms | channels-last + compile ms | ONNX Runtime ms "
+                  "| best optimized vs eager | eager GMAC/s | ORT vs eager |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for n in names:
             r = by.get((n, s))
             if r is None:
                 continue
-            best = min(r["optimized_ms"], r["optimized_cl_ms"])
+            best = min(r[f"{k}_ms"] for k in OPTIMIZED if f"{k}_ms" in r)
             speedup = r["eager_ms"] / best
-            met[s] += speedup >= 1.5
-            lines.append(f"| {n} | {r['params']:,} | {r['macs'] / 1e9:.2f} | {r['eager_ms']:.1f} | {r['optimized_ms']:.1f} | {r['optimized_cl_ms']:.1f} | "
-                         f"{r['onnxruntime_ms']:.1f} | {speedup:.2f}x | {r['eager_ms'] / r['onnxruntime_ms']:.2f}x |")
+            rate = r["macs"] / r["eager_ms"] / 1e6
+            (met if speedup >= 1.5 else missed)[s].append((n, speedup, rate))
+            compiled = f"{r['compiled_ms']:.1f}" if "compiled_ms" in r else "-"
+            lines.append(f"| {n} | {r['params']:,} | {r['macs'] / 1e9:.2f} | {r['eager_ms']:.1f} | {r['optimized_ms']:.1f} | "
+                         f"{r['optimized_cl_ms']:.1f} | {compiled} | {r['onnxruntime_ms']:.1f} | {speedup:.2f}x | {rate:.0f} | "
+                         f"{r['eager_ms'] / r['onnxruntime_ms']:.2f}x |")
         lines.append("")
     lines.append("")
     for s in sizes:
-        total = sum(1 for n in names if (n, s) in by)
-        lines.append(f"Goal optimized >= 1.5x eager at {s[0]}x{s[1]}: met by {met[s]} of {total} models.")
+        total = len(met[s]) + len(missed[s])
+        lines.append(f"Goal optimized >= 1.5x eager at {s[0]}x{s[1]}: met by {len(met[s])} of {total} models.")
+        for n, speedup, rate in missed[s]:
+            note = f"- {n}: {speedup:.2f}x; eager runs at {rate:.0f} GMAC/s"
+            if attainable:
+                note += f" ({rate / attainable:.0%} of attainable), so 1.5x needs {1.5 * rate:.0f} GMAC/s ({1.5 * rate / attainable:.0%})"
+            lines.append(note)
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -124,7 +174,7 @@ def main() -> int:
     else:
         import rtseg
 
-        records = []
+        records = [attainable_rate(args.threads)]
         names = rtseg.list_models(args.filter)
         if args.models:
             names = list(args.models) + ([] if args.only else [n for n in names if n not in args.models])

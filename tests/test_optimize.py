@@ -1,4 +1,6 @@
 """rtseg.optimize: the optimized model computes the eager model's logits, for every registered model."""
+import importlib
+
 import pytest
 import torch
 import torch.nn as nn
@@ -25,7 +27,7 @@ def randomise_batchnorm(model: nn.Module) -> nn.Module:
 @pytest.mark.parametrize("name", MODELS)
 def test_optimized_logits_equal_eager(name):
     model = randomise_batchnorm(rtseg.create_model(name, num_classes=19))
-    fast = optimize(model, (64, 96))
+    fast = optimize(model, (64, 96), compile=False)
     report = fast.rtseg_optimization
     # an input size other than the one used to find the conv/BN pairs, and not a multiple of the output stride
     x = torch.randn(1, 3, 72, 100)
@@ -79,17 +81,17 @@ def test_gradual_layers_are_grouped_when_alpha_is_zero():
 
     model = randomise_batchnorm(rtseg.create_model("essnet-a-dg2", num_classes=19, gradual_grouping=True))
     set_alpha(model, 0.0)
-    fast = optimize(model, (64, 64))
+    fast = optimize(model, (64, 64), channels_last=False, compile=False)
     assert fast.rtseg_optimization.converted_gradual_layers > 0
     assert not any(isinstance(m, GradualGroupedConv2d) for m in fast.modules())
     set_alpha(model, 0.5)  # grouping would change the function: the layers stay dense
-    fast = optimize(model, (64, 64))
+    fast = optimize(model, (64, 64), channels_last=False, compile=False)
     assert fast.rtseg_optimization.converted_gradual_layers == 0 and fast.rtseg_optimization.notes
 
 
 def test_channels_last_keeps_the_output():
     model = randomise_batchnorm(rtseg.create_model("liteseg-mobilenetv2", num_classes=19))
-    fast = optimize(model, (64, 64), channels_last=True)
+    fast = optimize(model, (64, 64), channels_last=True, compile=False)
     assert fast.rtseg_optimization.channels_last
     x = torch.randn(1, 3, 64, 96)
     with torch.inference_mode():
@@ -104,7 +106,7 @@ def test_bad_option_is_named():
 def test_bench_command_with_optimize(capsys):
     from rtseg.cli import main
 
-    assert main(["bench", "espnet-c", "--size", "64x64", "--iters", "1", "--warmup", "1", "--optimize", "--channels-last", "off"]) == 0
+    assert main(["bench", "espnet-c", "--size", "64x64", "--iters", "1", "--warmup", "1", "--optimize", "--channels-last", "off", "--compile", "off"]) == 0
     out = capsys.readouterr().out
     assert "BatchNorm folded" in out and "max |logit diff|" in out
 
@@ -114,10 +116,50 @@ def test_compile_is_skipped_with_a_note_when_unavailable(monkeypatch):
 
     opt = importlib.import_module("rtseg.deploy.optimize")  # the package attribute of that name is the function
 
-    monkeypatch.setattr(opt, "_compile_available", lambda: "no compiler in this test")
+    monkeypatch.setattr(opt, "_compile_available", lambda device=None: "no compiler in this test")
     model = rtseg.create_model("espnet-c", num_classes=19).eval()
-    fast = optimize(model, (32, 32), compile="auto")
+    fast = optimize(model, (32, 32), channels_last=False, compile="auto")
     assert not fast.rtseg_optimization.compiled
     assert any("no compiler in this test" in n for n in fast.rtseg_optimization.notes)
     with pytest.raises(RuntimeError, match="no compiler in this test"):
         optimize(model, (32, 32), compile=True)
+
+
+def test_compile_availability_names_the_missing_cpp_compiler(monkeypatch):
+    import importlib
+
+    opt = importlib.import_module("rtseg.deploy.optimize")
+    monkeypatch.setenv("CXX", "")
+    monkeypatch.setattr(opt.shutil, "which", lambda name: None)
+    assert "C++ compiler" in opt._compile_available(torch.device("cpu"))
+
+
+def test_unknown_compile_mode_is_rejected_before_any_work():
+    with pytest.raises(ValueError, match="compile_mode must be one of .*max-autotune.*'fast'"):
+        optimize(nn.Conv2d(3, 3, 1), compile=True, compile_mode="fast")
+
+
+needs_compiler = pytest.mark.skipif(
+    importlib.import_module("rtseg.deploy.optimize")._compile_available(torch.device("cpu")) is not None,
+    reason="torch.compile cannot run here (no inductor or no C++ compiler)",
+)
+
+
+@needs_compiler
+def test_compiled_model_computes_the_eager_logits():
+    model = randomise_batchnorm(rtseg.create_model("espnet-c", num_classes=19))
+    fast = optimize(model, (64, 96), channels_last=True, compile=True)
+    report = fast.rtseg_optimization
+    assert report.compiled and report.channels_last
+    assert report.max_abs_diff is not None and report.max_abs_diff < 1e-4
+    x = torch.randn(1, 3, 64, 96)
+    with torch.inference_mode():
+        cmp = compare_outputs(model(x), fast(x))
+    assert cmp["max_abs_diff"] < 1e-4 and cmp["argmax_agreement"] >= 0.999
+    # the compiled wrapper keeps what callers read from a model
+    assert fast.num_classes == 19 and fast.normalization == model.normalization
+    # auto mode times the compiled model against the uncompiled one and says so
+    auto = optimize(model, (64, 96), channels_last=False, compile="auto", timing_iters=2)
+    assert {"eager_optimized", "compiled"} <= set(auto.rtseg_optimization.timings_ms)
+    assert auto.rtseg_optimization.compiled == (
+        auto.rtseg_optimization.timings_ms["compiled"] < auto.rtseg_optimization.timings_ms["eager_optimized"])

@@ -170,8 +170,9 @@ def _add_optimize_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimize", action="store_true", help="fold BatchNorm, drop dropout, group gradual layers (rtseg.optimize)")
     p.add_argument("--channels-last", choices=["off", "on", "auto"], default="auto",
                    help="with --optimize: channels-last memory format; auto keeps it only when a timing shows it is faster")
-    p.add_argument("--compile", choices=["off", "on", "auto"], default="off",
-                   help="with --optimize: torch.compile (auto: only when a timing shows it is faster; compiling takes tens of seconds)")
+    p.add_argument("--compile", choices=["off", "on", "auto"], default="auto",
+                   help="with --optimize: torch.compile with frozen weights (auto: kept only when a timing shows it is faster; "
+                        "compiling takes 5-40 s on a CPU, --compile off skips it)")
     p.add_argument("--compile-mode", default=None,
                    help="torch.compile mode, e.g. reduce-overhead (CUDA graphs on a GPU) or max-autotune")
 

@@ -75,7 +75,7 @@ def prepare_for_export(model: nn.Module, path: Path, size: tuple[int, int], argm
     if optimize_first:
         from rtseg.deploy.optimize import optimize
 
-        net = optimize(model, (min(size[0], 128), min(size[1], 256)), verify=False)
+        net = optimize(model, (min(size[0], 128), min(size[1], 256)), channels_last=False, compile=False, verify=False)
     head = _ArgmaxHead(net) if argmax else net
     return model, head, torch.randn(1, 3, *size)
 

@@ -9,14 +9,19 @@
    folded only when its input is the output of one convolution module *and nothing else reads that
    output* (a residual branch reading the pre-BN tensor would otherwise change). BNs after a concat,
    an addition, a pooling or a shared activation stay as they are;
-4. optionally channels-last memory format and ``torch.compile``, each kept only when a timing on this
-   machine shows it is faster (``"auto"``), or forced on / off.
+4. optionally channels-last memory format and ``torch.compile`` (inductor, with weights frozen as
+   constants), each kept only when a timing on this machine shows it is faster (``"auto"``), or forced
+   on / off.
 
 The result is checked against the eager model on a random input unless ``verify=False``.
 """
 from __future__ import annotations
 
 import copy
+import importlib
+import os
+import shutil
+import statistics
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -213,38 +218,71 @@ def compare_outputs(reference: torch.Tensor, candidate: torch.Tensor) -> dict[st
     }
 
 
-def _time(model: nn.Module, x: torch.Tensor, iters: int) -> float:
-    def sync():
+def _time(candidates: dict[str, tuple[nn.Module, torch.Tensor]], iters: int) -> dict[str, float]:
+    """Median milliseconds per call of each (model, input), timed in interleaved rounds after one warm-up
+    call each, so that load from other processes hits every candidate alike."""
+
+    def sync(x):
         if x.device.type == "cuda":
             torch.cuda.synchronize(x.device)
 
+    times: dict[str, list[float]] = {k: [] for k in candidates}
     with torch.inference_mode():
-        model(x)
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(iters):
+        for model, x in candidates.values():
             model(x)
-        sync()
-    return (time.perf_counter() - t0) * 1000.0 / iters
+            sync(x)
+        for _ in range(max(1, iters)):
+            for k, (model, x) in candidates.items():
+                t0 = time.perf_counter()
+                model(x)
+                sync(x)
+                times[k].append((time.perf_counter() - t0) * 1000.0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _compile_available() -> str | None:
+def _cpp_compiler() -> str | None:
+    """The C++ compiler inductor would use for CPU code, or None when there is none."""
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _compile_available(device: torch.device | None = None) -> str | None:
     """None when torch.compile can run here, else why not."""
     if not hasattr(torch, "compile"):
         return "this PyTorch has no torch.compile"
     try:
-        import torch._inductor  # noqa: F401
+        importlib.import_module("torch._inductor")
     except Exception as exc:  # pragma: no cover - depends on the installation
         return f"the inductor backend cannot be imported ({exc})"
+    if (device is None or device.type == "cpu") and _cpp_compiler() is None:
+        return "no C++ compiler was found (inductor compiles CPU code with one: install g++ or set CXX)"
     return None
+
+
+_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _check_compile_mode(mode: str | None) -> None:
+    if mode is None:
+        return
+    try:
+        from torch._inductor import list_mode_options
+
+        list_mode_options(mode)
+    except ImportError:  # pragma: no cover - checked again when compiling
+        return
+    except RuntimeError:
+        raise ValueError(f"compile_mode must be one of {', '.join(_COMPILE_MODES)} (or None), got {mode!r}") from None
 
 
 def optimize(
     model: nn.Module,
     example_size: tuple[int, int] = (128, 256),
     *,
-    channels_last: bool | str = False,
-    compile: bool | str = False,
+    channels_last: bool | str = "auto",
+    compile: bool | str = "auto",
     compile_mode: str | None = None,
     device: str | torch.device | None = None,
     timing_iters: int = 5,
@@ -254,8 +292,9 @@ def optimize(
 ) -> nn.Module:
     """An eval-mode copy of ``model`` with BN folded, dropout removed and gradual layers grouped.
 
-    ``channels_last`` / ``compile``: ``True`` forces, ``False`` skips, ``"auto"`` times both variants
-    at ``example_size`` (``timing_iters`` runs each) and keeps the faster one. ``compile_mode`` is passed to
+    ``channels_last`` / ``compile``: ``True`` forces, ``False`` skips, ``"auto"`` (the default) times both
+    variants at ``example_size`` (``timing_iters`` interleaved runs each, median) and keeps the faster one.
+    Compiling costs 5-40 s on a CPU; pass ``compile=False`` where that matters more than the speed-up. ``compile_mode`` is passed to
     ``torch.compile`` (e.g. ``"max-autotune"``, which uses CUDA graphs on a GPU). With ``verify`` the result
     is compared with the eager model on a random input and a difference above ``tolerance`` raises.
     What was done is in ``result.rtseg_optimization`` (an :class:`OptimizationReport`).
@@ -263,6 +302,7 @@ def optimize(
     for opt, value in (("channels_last", channels_last), ("compile", compile)):
         if value not in (True, False, "auto"):
             raise ValueError(f"{opt} must be True, False or 'auto', got {value!r}")
+    _check_compile_mode(compile_mode)
     eager = model
     model = model if inplace else copy.deepcopy(model)
     model.eval()
@@ -294,19 +334,19 @@ def optimize(
     report.folded_batchnorms, report.kept_batchnorms = fold_batchnorm(model, example)
 
     if channels_last == "auto":
-        base_ms = _time(model, example, timing_iters)
-        cl_ms = _time(model.to(memory_format=torch.channels_last), example.to(memory_format=torch.channels_last), timing_iters)
-        report.timings_ms.update({"contiguous": base_ms, "channels_last": cl_ms})
-        channels_last = cl_ms < base_ms
-        if not channels_last:
-            model.to(memory_format=torch.contiguous_format)
+        cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        ms = _time({"contiguous": (model, example), "channels_last": (cl_model, example.to(memory_format=torch.channels_last))},
+                   timing_iters)
+        report.timings_ms.update(ms)
+        channels_last = ms["channels_last"] < ms["contiguous"]
+        del cl_model  # the kept layout is applied to ``model`` itself below, so that ``inplace`` holds
     if channels_last:
         model.to(memory_format=torch.channels_last)
         report.channels_last = True
 
     result: nn.Module = model
     if compile:
-        why_not = _compile_available()
+        why_not = _compile_available(device)
         if why_not:
             if compile is True:
                 raise RuntimeError(f"torch.compile was asked for but {why_not}")
@@ -318,9 +358,9 @@ def optimize(
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        c_ms = _time(compiled, x, timing_iters)
-                    e_ms = _time(model, x, timing_iters)
-                    report.timings_ms.update({"eager_optimized": e_ms, "compiled": c_ms})
+                        ms = _time({"eager_optimized": (model, x), "compiled": (compiled, x)}, timing_iters)
+                    report.timings_ms.update(ms)
+                    c_ms, e_ms = ms["compiled"], ms["eager_optimized"]
                     if c_ms < e_ms:
                         result, report.compiled = compiled, True
                 except Exception as exc:  # compilation problems must not break inference
@@ -346,15 +386,26 @@ def optimize(
 
 
 class _Compiled(nn.Module):
-    """``torch.compile`` of a model, wrapped so that it keeps the model's attributes and parameters."""
+    """``torch.compile`` of a model, wrapped so that it keeps the model's attributes and parameters.
+
+    Compiled with inductor's *freezing*: the weights are treated as constants, so inductor folds what
+    depends on them alone and prepacks convolution weights for oneDNN on a CPU. That is what makes
+    compilation pay off on a CPU (elementwise chains fused into the convolutions), and it is why the result
+    is inference-only: weights changed after the first call are not seen.
+    """
 
     def __init__(self, model: nn.Module, mode: str | None, channels_last: bool):
         super().__init__()
+        from torch._inductor import list_mode_options
+
         self.model = model
         self.channels_last = channels_last
-        self._compiled = torch.compile(model, mode=mode, dynamic=False)
+        options = dict(list_mode_options(mode)) if mode else {}  # torch.compile takes a mode or options, not both
+        options["freezing"] = True
+        self._compiled = torch.compile(model, dynamic=False, options=options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self._compiled(x)
+        with torch.no_grad():  # freezing applies to graphs compiled without autograd
+            return self._compiled(x)
