@@ -163,3 +163,44 @@ def test_compiled_model_computes_the_eager_logits():
     assert {"eager_optimized", "compiled"} <= set(auto.rtseg_optimization.timings_ms)
     assert auto.rtseg_optimization.compiled == (
         auto.rtseg_optimization.timings_ms["compiled"] < auto.rtseg_optimization.timings_ms["eager_optimized"])
+
+
+class _SubPixelHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4 * 16, 1)
+        self.bn = nn.BatchNorm2d(4 * 16)
+        self.shuffle = nn.PixelShuffle(4)
+
+    def forward(self, x):
+        return self.shuffle(torch.relu(self.bn(self.conv(x))))
+
+
+@needs_compiler
+def test_pixel_shuffles_are_left_to_aten_inside_compiled_graphs():
+    opt = importlib.import_module("rtseg.deploy.optimize")
+    model = randomise_batchnorm(_SubPixelHead())
+    fast = optimize(model, (16, 24), channels_last=True, compile=True)
+    assert fast.rtseg_optimization.compiled
+    assert isinstance(fast.model.shuffle, opt.ExternPixelShuffle)
+    x = torch.randn(2, 3, 16, 24)
+    with torch.inference_mode():
+        assert compare_outputs(model(x), fast(x))["max_abs_diff"] < 1e-5
+    assert type(model.shuffle) is nn.PixelShuffle  # the original is untouched
+
+
+def test_pixel_shuffles_go_back_to_plain_modules_when_compiling_is_not_kept(monkeypatch):
+    opt = importlib.import_module("rtseg.deploy.optimize")
+    monkeypatch.setattr(opt, "_compile_available", lambda device=None: None)
+    monkeypatch.setattr(opt, "_Compiled", lambda model, mode, channels_last: model)  # no real compilation needed
+    monkeypatch.setattr(opt, "_time", lambda candidates, iters: {k: (2.0 if k == "compiled" else 1.0) for k in candidates})
+    fast = optimize(randomise_batchnorm(_SubPixelHead()), (16, 24), compile="auto")
+    assert not fast.rtseg_optimization.compiled
+    assert type(fast.shuffle) is nn.PixelShuffle  # plain PyTorch again: exportable and scriptable
+
+
+def test_extern_pixel_shuffle_is_the_same_operation():
+    opt = importlib.import_module("rtseg.deploy.optimize")
+    x = torch.randn(1, 32, 5, 7).contiguous(memory_format=torch.channels_last)
+    ours, ref = opt.ExternPixelShuffle(4)(x), nn.PixelShuffle(4)(x)
+    assert torch.equal(ours, ref) and ours.stride() == ref.stride() and ours.shape == (1, 2, 20, 28)

@@ -9,9 +9,8 @@
    folded only when its input is the output of one convolution module *and nothing else reads that
    output* (a residual branch reading the pre-BN tensor would otherwise change). BNs after a concat,
    an addition, a pooling or a shared activation stay as they are;
-4. optionally channels-last memory format and ``torch.compile`` (inductor, with weights frozen as
-   constants), each kept only when a timing on this machine shows it is faster (``"auto"``), or forced
-   on / off.
+4. optionally channels-last memory format and ``torch.compile`` (inductor), each kept only when a
+   timing on this machine shows it is faster (``"auto"``, the default), or forced on / off.
 
 The result is checked against the eager model on a random input unless ``verify=False``.
 """
@@ -240,6 +239,37 @@ def _time(candidates: dict[str, tuple[nn.Module, torch.Tensor]], iters: int) -> 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+@torch.library.custom_op("rtseg::pixel_shuffle", mutates_args=())
+def _pixel_shuffle_op(x: torch.Tensor, upscale_factor: int) -> torch.Tensor:
+    return nn.functional.pixel_shuffle(x, upscale_factor)
+
+
+@_pixel_shuffle_op.register_fake
+def _(x, upscale_factor):
+    return nn.functional.pixel_shuffle(x, upscale_factor)  # fake tensors carry the real op's output strides
+
+
+class ExternPixelShuffle(nn.PixelShuffle):
+    """A pixel shuffle that ``torch.compile`` leaves to ATen's kernel instead of generating its own.
+
+    Inductor's generated kernel for a large shuffle into a channels-last tensor (FarSee-Net's last sub-pixel
+    convolution: 304 channels at 192x320, factor 4) took 83 ms where ATen's takes 24 ms on the CPU of
+    docs/benchmarks.md.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.rtseg.pixel_shuffle(x, self.upscale_factor)
+
+
+def _swap_pixel_shuffles(model: nn.Module, to_extern: bool) -> int:
+    """Replace every ``nn.PixelShuffle`` by :class:`ExternPixelShuffle` (or back); returns how many."""
+    old, new = (nn.PixelShuffle, ExternPixelShuffle) if to_extern else (ExternPixelShuffle, nn.PixelShuffle)
+    names = [n for n, m in model.named_modules() if type(m) is old]
+    for n in names:
+        _set_child(model, n, new(model.get_submodule(n).upscale_factor))
+    return len(names)
+
+
 def _cpp_compiler() -> str | None:
     """The C++ compiler inductor would use for CPU code, or None when there is none."""
     for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
@@ -352,6 +382,7 @@ def optimize(
                 raise RuntimeError(f"torch.compile was asked for but {why_not}")
             report.notes.append(f"not compiled: {why_not}")
         else:
+            _swap_pixel_shuffles(model, to_extern=True)
             compiled = _Compiled(model, compile_mode, channels_last=report.channels_last)
             if compile == "auto":
                 x = example.to(memory_format=torch.channels_last) if report.channels_last else example
@@ -365,6 +396,8 @@ def optimize(
                         result, report.compiled = compiled, True
                 except Exception as exc:  # compilation problems must not break inference
                     report.notes.append(f"not compiled: torch.compile failed ({type(exc).__name__}: {exc})")
+                if not report.compiled:  # the eager module stays plain PyTorch (exportable, scriptable)
+                    _swap_pixel_shuffles(model, to_extern=False)
             else:
                 result, report.compiled = compiled, True
 
@@ -386,26 +419,16 @@ def optimize(
 
 
 class _Compiled(nn.Module):
-    """``torch.compile`` of a model, wrapped so that it keeps the model's attributes and parameters.
-
-    Compiled with inductor's *freezing*: the weights are treated as constants, so inductor folds what
-    depends on them alone and prepacks convolution weights for oneDNN on a CPU. That is what makes
-    compilation pay off on a CPU (elementwise chains fused into the convolutions), and it is why the result
-    is inference-only: weights changed after the first call are not seen.
-    """
+    """``torch.compile`` (inductor) of a model, wrapped so that it keeps the model's attributes and parameters."""
 
     def __init__(self, model: nn.Module, mode: str | None, channels_last: bool):
         super().__init__()
-        from torch._inductor import list_mode_options
-
         self.model = model
         self.channels_last = channels_last
-        options = dict(list_mode_options(mode)) if mode else {}  # torch.compile takes a mode or options, not both
-        options["freezing"] = True
-        self._compiled = torch.compile(model, dynamic=False, options=options)
+        self._compiled = torch.compile(model, mode=mode, dynamic=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad():  # freezing applies to graphs compiled without autograd
+        with torch.no_grad():  # an inference-only graph: no autograd bookkeeping in it
             return self._compiled(x)
