@@ -129,7 +129,7 @@ def tables(records: list[dict]) -> str:
     for s in sizes:
         lines += [f"**{s[0]}x{s[1]}**", "",
                   "| model | params | GMACs | eager ms | optimized ms | channels-last ms | channels-last + compile ms | ONNX Runtime ms "
-                  "| best optimized vs eager | eager GMAC/s | ORT vs eager |",
+                  "| best optimized vs eager | GMAC/s eager / best | ORT vs eager |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for n in names:
             r = by.get((n, s))
@@ -137,21 +137,22 @@ def tables(records: list[dict]) -> str:
                 continue
             best = min(r[f"{k}_ms"] for k in OPTIMIZED if f"{k}_ms" in r)
             speedup = r["eager_ms"] / best
-            rate = r["macs"] / r["eager_ms"] / 1e6
-            (met if speedup >= 1.5 else missed)[s].append((n, speedup, rate))
+            rate, best_rate = r["macs"] / r["eager_ms"] / 1e6, r["macs"] / best / 1e6
+            (met if speedup >= 1.5 else missed)[s].append((n, speedup, rate, best_rate))
             compiled = f"{r['compiled_ms']:.1f}" if "compiled_ms" in r else "-"
             lines.append(f"| {n} | {r['params']:,} | {r['macs'] / 1e9:.2f} | {r['eager_ms']:.1f} | {r['optimized_ms']:.1f} | "
-                         f"{r['optimized_cl_ms']:.1f} | {compiled} | {r['onnxruntime_ms']:.1f} | {speedup:.2f}x | {rate:.0f} | "
+                         f"{r['optimized_cl_ms']:.1f} | {compiled} | {r['onnxruntime_ms']:.1f} | {speedup:.2f}x | {rate:.0f} / {best_rate:.0f} | "
                          f"{r['eager_ms'] / r['onnxruntime_ms']:.2f}x |")
         lines.append("")
     lines.append("")
     for s in sizes:
         total = len(met[s]) + len(missed[s])
         lines.append(f"Goal optimized >= 1.5x eager at {s[0]}x{s[1]}: met by {len(met[s])} of {total} models.")
-        for n, speedup, rate in missed[s]:
-            note = f"- {n}: {speedup:.2f}x; eager runs at {rate:.0f} GMAC/s"
+        for n, speedup, rate, best_rate in missed[s]:
+            note = f"- {n}: {speedup:.3f}x; eager runs at {rate:.0f} GMAC/s, the best optimized path at {best_rate:.0f}"
             if attainable:
-                note += f" ({rate / attainable:.0%} of attainable), so 1.5x needs {1.5 * rate:.0f} GMAC/s ({1.5 * rate / attainable:.0%})"
+                note += (f" ({best_rate / attainable:.0%} of attainable); 1.5x would need {1.5 * rate:.0f} GMAC/s "
+                         f"({1.5 * rate / attainable:.0%} of attainable)")
             lines.append(note)
         lines.append("")
     return "\n".join(lines)
