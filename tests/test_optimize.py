@@ -145,6 +145,26 @@ needs_compiler = pytest.mark.skipif(
 )
 
 
+# One model per family and per kind of operation that inductor fuses differently: channel shuffles (ESSNet
+# DGCS), pixel shuffles (FarSee-Net), depthwise convolutions (LiteSeg), factorized convolutions (ERFNet).
+# All 41 models take 8 minutes to compile on one core, which is for benchmarks/deploy_table.py (it checks
+# every compiled model against eager), not for the test suite.
+COMPILE_SAMPLE = ["essnet-b-dg2s", "farseenet", "liteseg-mobilenetv2", "erfnet-encoder"]
+
+
+@needs_compiler
+@pytest.mark.parametrize("name", COMPILE_SAMPLE)
+def test_compiled_families_compute_the_eager_logits(name):
+    model = randomise_batchnorm(rtseg.create_model(name, num_classes=19))
+    fast = optimize(model, (64, 96), channels_last=True, compile=True)
+    assert fast.rtseg_optimization.compiled
+    x = torch.randn(1, 3, 72, 100)  # another size than the one compiled for, not a multiple of the output stride
+    with torch.inference_mode():
+        cmp = compare_outputs(model(x), fast(x))
+    assert cmp["max_abs_diff"] < 1e-4 and cmp["argmax_agreement"] >= 0.999
+    torch._dynamo.reset()
+
+
 @needs_compiler
 def test_compiled_model_computes_the_eager_logits():
     model = randomise_batchnorm(rtseg.create_model("espnet-c", num_classes=19))
