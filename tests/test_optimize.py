@@ -224,3 +224,13 @@ def test_extern_pixel_shuffle_is_the_same_operation():
     x = torch.randn(1, 32, 5, 7).contiguous(memory_format=torch.channels_last)
     ours, ref = opt.ExternPixelShuffle(4)(x), nn.PixelShuffle(4)(x)
     assert torch.equal(ours, ref) and ours.stride() == ref.stride() and ours.shape == (1, 2, 20, 28)
+
+
+def test_bench_all_resets_compiled_graphs_between_models(monkeypatch, capsys):
+    from rtseg import cli
+
+    resets = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1))
+    assert cli.main(["bench", "--all", "--filter", "espnet-c", "--size", "32x32", "--iters", "1", "--warmup", "1",
+                     "--optimize", "--compile", "off", "--channels-last", "off"]) == 0
+    assert len(resets) == 1

@@ -197,6 +197,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for name in names:
         rec = _bench_one(name, args, size)
         records.append(rec)
+        if args.all and getattr(args, "optimize", False):
+            import torch
+
+            # Every model's compiled graph starts from the same forward code: without a reset, the models after
+            # the first few would exceed torch.compile's recompilation limit and silently run uncompiled.
+            torch._dynamo.reset()
         if not args.all:
             c = rec["conditions"]
             print(f"model          {name}")
