@@ -16,7 +16,7 @@ def shared_path(*parts: str) -> Path:
     """A path under ../shared, or skip the test with the reason when it is absent."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"{path} is not present (the shared data folder sits beside the project only in CI and development)")
+        pytest.skip(f"{path} is not present (these tests need the data folder ../shared beside the project: real CamVid, Cityscapes frames and the official ESPNet weights)")
     return path
 
 
