@@ -171,8 +171,8 @@ def _add_optimize_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels-last", choices=["off", "on", "auto"], default="auto",
                    help="with --optimize: channels-last memory format; auto keeps it only when a timing shows it is faster")
     p.add_argument("--compile", choices=["off", "on", "auto"], default="auto",
-                   help="with --optimize: torch.compile with frozen weights (auto: kept only when a timing shows it is faster; "
-                        "compiling takes 5-40 s on a CPU, --compile off skips it)")
+                   help="with --optimize: torch.compile (auto: kept only when a timing shows it is faster; "
+                        "compiling takes seconds to tens of seconds per model and input size, --compile off skips it)")
     p.add_argument("--compile-mode", default=None,
                    help="torch.compile mode, e.g. reduce-overhead (CUDA graphs on a GPU) or max-autotune")
 
