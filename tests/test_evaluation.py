@@ -57,9 +57,35 @@ def test_sliding_window_covers_every_pixel_once_or_more():
     assert torch.allclose(out, torch.ones_like(out)) and all(s == (32, 32) for s in seen) and len(seen) == 2 * 3  # rows 0, 18; columns 0, 21, 38 (stride 21)
 
 
+def official_pixel_scores(preds: list[str], gts: list[str]) -> dict:
+    """The official Cityscapes pixel-level evaluator run on prediction and label files.
+
+    Its functions are called on the files directly: its main() looks for the dataset through environment
+    variables and also wants instance-id files, which pixel-level IoU does not use.
+    """
+    import cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling as official
+
+    official.args.evalInstLevelScore = False
+    official.args.JSONOutput = False
+    official.args.quiet = True
+    return official.evaluateImgLists(preds, gts, official.args)
+
+
+def assert_class_ious_match(ours: dict, official: dict) -> int:
+    """Per-class IoUs equal to 1e-6, and no IoU where the official one is NaN; returns how many were compared."""
+    compared = 0
+    for name in CITYSCAPES_CLASSES:
+        theirs, mine = official["classScores"][name], ours["per_class_iou"][name]
+        if math.isnan(theirs):
+            assert mine is None, name
+        else:
+            assert mine == pytest.approx(theirs, abs=1e-6), name
+            compared += 1
+    return compared
+
+
 def test_agreement_with_the_official_cityscapes_pixel_evaluator(tmp_path):
     pytest.importorskip("cityscapesscripts")
-    import cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling as official
 
     rng = np.random.default_rng(0)
     ids = np.array([lab.id for lab in CITYSCAPES_LABELS])
@@ -80,20 +106,10 @@ def test_agreement_with_the_official_cityscapes_pixel_evaluator(tmp_path):
         gts.append(str(gt_dir / f"{stem}_gtFine_labelIds.png"))
         preds.append(str(pred_dir / f"{stem}_leftImg8bit.png"))
 
-    # call the evaluator's functions on the files directly (its main() looks for the dataset through
-    # environment variables and also wants instance-id files, which pixel-level IoU does not use)
-    official.args.evalInstLevelScore = False
-    official.args.JSONOutput = False
-    official.args.quiet = True
-    result = official.evaluateImgLists(preds, gts, official.args)
+    result = official_pixel_scores(preds, gts)
 
     ours = evaluate_server_files(pred_dir, tmp_path / "cs", "val").summary(CITYSCAPES_CLASSES, CITYSCAPES_CATEGORIES)
-    for name in CITYSCAPES_CLASSES:
-        theirs, mine = result["classScores"][name], ours["per_class_iou"][name]
-        if math.isnan(theirs):
-            assert mine is None, name
-        else:
-            assert mine == pytest.approx(theirs, abs=1e-6), name
+    assert_class_ious_match(ours, result)
     assert ours["per_class_iou"]["train"] is None and ours["per_class_iou"]["bus"] == 0.0
     # the official average skips NaN classes, as our mIoU does
     assert ours["miou"] == pytest.approx(result["averageScoreClasses"], abs=1e-6)
@@ -105,8 +121,6 @@ def test_agreement_with_the_official_cityscapes_pixel_evaluator(tmp_path):
 
 def test_agreement_with_the_official_evaluator_on_real_cityscapes_label_maps(tmp_path):
     pytest.importorskip("cityscapesscripts")
-    import cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling as official
-
     from conftest import shared_path
 
     root = shared_path("data", "cityscapes-mini")
@@ -123,17 +137,7 @@ def test_agreement_with_the_official_evaluator_on_real_cityscapes_label_maps(tmp
         path = tmp_path / Path(gt).name.replace("_gtFine_labelIds", "_leftImg8bit")
         Image.fromarray(pred).save(path)
         preds.append(str(path))
-    official.args.evalInstLevelScore = False
-    official.args.JSONOutput = False
-    official.args.quiet = True
-    result = official.evaluateImgLists(preds, gts, official.args)
+    result = official_pixel_scores(preds, gts)
     ours = evaluate_server_files(tmp_path, root, "val").summary(CITYSCAPES_CLASSES, CITYSCAPES_CATEGORIES)
-    compared = 0
-    for name in CITYSCAPES_CLASSES:
-        theirs, mine = result["classScores"][name], ours["per_class_iou"][name]
-        if math.isnan(theirs):
-            assert mine is None, name
-        else:
-            assert mine == pytest.approx(theirs, abs=1e-6), name
-            compared += 1
+    compared = assert_class_ious_match(ours, result)
     assert compared >= 10 and ours["miou"] == pytest.approx(result["averageScoreClasses"], abs=1e-6)
