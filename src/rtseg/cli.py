@@ -139,6 +139,12 @@ def _bench_one(name: str, args: argparse.Namespace, size) -> dict[str, Any]:
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     record: dict[str, Any] = {"model": name, "params": count_parameters(model)}
     record.update(count_flops(model, size, 1))
+    if getattr(args, "train", False):
+        from rtseg.efficiency import measure_training_throughput
+
+        num_classes = getattr(model, "num_classes", None) or args.num_classes
+        record.update(measure_training_throughput(model, num_classes, size, args.batch, args.precision, args.device, args.warmup, args.iters, args.threads))
+        return record
     if getattr(args, "backend", "torch") == "onnxruntime":
         from rtseg.deploy.ort import measure_ort_latency
 
@@ -203,7 +209,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             # Every model's compiled graph starts from the same forward code: without a reset, the models after
             # the first few would exceed torch.compile's recompilation limit and silently run uncompiled.
             torch._dynamo.reset()
-        if not args.all:
+        if not args.all and "images_per_s" in rec:
+            c = rec["conditions"]
+            print(f"model          {name} (training step)")
+            print(f"throughput     {rec['images_per_s']:.2f} images/s  (median step {rec['step_ms_median']:.0f} ms, batch {c['batch']})")
+            print(f"precision      {c['precision']}")
+            print(f"conditions     {c['device_name']} ({c['device']}), {c['threads']} threads, {size[0]}x{size[1]}, "
+                  f"warm-up {c['warmup']}, {c['iters']} steps, torch {c['torch_version']}")
+        elif not args.all:
             c = rec["conditions"]
             print(f"model          {name}")
             print(f"parameters     {rec['params']:,}")
@@ -484,6 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the record(s) as JSON to this file")
     _add_optimize_options(p)
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch", help="run PyTorch or an ONNX export under ONNX Runtime")
+    p.add_argument("--train", action="store_true", help="time training steps (forward, fp32 loss, backward, Adam step) instead of inference")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto", help="with --train: the trainer's train.precision")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="train a small model on synthetic scenes, evaluate, benchmark and predict")

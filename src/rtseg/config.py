@@ -56,6 +56,9 @@ DEFAULTS: dict[str, Any] = {
         "color_jitter": 0.0,  # brightness/contrast/saturation factors drawn from [1 - s, 1 + s]
         "channel_noise": 0.0,  # std of a per-image offset per colour channel, as a fraction of 255
         "normalization": None,  # preset name; None: the model's own
+        # auto | memory | off: decode the files once into memory (at image_size) when they fit in a quarter
+        # of the free memory; the arrays are those the transforms would read, so results do not change
+        "cache": "auto",
         "check_labels": True,  # scan every label map once for values outside the classes (remembered per file list)
         "label_scale": 1,  # labels downsampled by this factor (8 for encoder-only training)
         "input_scale": 1,  # input downsampled by this factor, labels kept (low-resolution input)
@@ -92,7 +95,10 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 8,
         "seed": 0,
         "num_workers": 0,
-        "amp": False,
+        # auto | fp32 | bf16 | fp16: auto trains in bf16 autocast (channels-last) on CPUs with native bf16,
+        # bf16 or fp16 (with gradient scaling) on CUDA, fp32 elsewhere; the loss is always fp32
+        "precision": "auto",
+        "amp": False,  # older switch: with precision auto, true means fp16 on CUDA
         "val_every": 1,
         "device": "auto",
         "max_iters_per_epoch": None,

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_parameters", "count_flops", "measure_latency", "COUNTED_OPERATIONS"]
+__all__ = ["count_parameters", "count_flops", "measure_latency", "measure_training_throughput", "COUNTED_OPERATIONS"]
 
 # What torch.utils.flop_counter counts: the matrix-multiply and convolution family (forward).
 # Element-wise work (BN at inference, activations, additions, pooling, interpolation, softmax) is
@@ -111,3 +111,47 @@ def conditions(device: torch.device, size, batch: int, warmup: int, iters: int, 
         "platform": platform.platform(),
         "mode": "eval + torch.inference_mode",
     }
+
+
+def measure_training_throughput(
+    model: nn.Module,
+    num_classes: int,
+    size: tuple[int, int] = (360, 480),
+    batch: int = 8,
+    precision: str = "auto",
+    device: str | torch.device = "cpu",
+    warmup: int = 2,
+    iters: int = 5,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Training steps per second as the trainer runs them (``rtseg.engine.precision``: forward under the
+    precision's autocast, fp32 cross-entropy, backward, an Adam step) on random images and labels.
+
+    Returns images per second, the median step time and the conditions, with the precision resolved.
+    """
+    from rtseg.engine.precision import forward_loss, optimizer_step, resolve_precision
+
+    device = torch.device(device)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    mode = resolve_precision(precision, device)
+    model = model.to(device).train()
+    if mode.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, *size, generator=generator).to(device)
+    labels = torch.randint(0, num_classes, (batch, *size), generator=generator).to(device)
+    criterion = nn.CrossEntropyLoss(ignore_index=255)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=mode.grad_scaling)
+    times: list[float] = []
+    for i in range(warmup + iters):
+        t0 = time.perf_counter()
+        optimizer_step(forward_loss(model, criterion, mode, images, labels), optimizer, scaler)
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    step_s = statistics.median(times)
+    record = conditions(device, size, batch, warmup, iters, torch.float32)
+    record.update(dtype=mode.name, precision=mode.describe(), mode="train: forward + fp32 loss + backward + Adam step")
+    return {"images_per_s": batch / step_s, "step_ms_median": step_s * 1000.0, "step_ms_min": min(times) * 1000.0, "conditions": record}

@@ -15,10 +15,10 @@ from PIL import Image
 from rtseg.data.labels import IGNORE_INDEX
 from rtseg.data.normalization import Normalization, get_normalization
 
-__all__ = ["resize_pair", "TrainTransform", "EvalTransform"]
+__all__ = ["resize_image", "resize_pair", "TrainTransform", "EvalTransform"]
 
 
-def _resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = size
     if image.shape[:2] == (h, w):
         return image
@@ -33,7 +33,7 @@ def _resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def resize_pair(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    return _resize_image(image, size), _resize_label(label, size)
+    return resize_image(image, size), _resize_label(label, size)
 
 
 class TrainTransform:
@@ -81,7 +81,8 @@ class TrainTransform:
 
 
 class EvalTransform:
-    """Evaluation: resize the input to ``image_size`` if given; labels keep their full resolution."""
+    """Evaluation: resize the input to ``image_size`` if given, then shrink it by ``input_scale`` as in training;
+    labels keep their full resolution."""
 
     def __init__(self, data_cfg: dict[str, Any], normalization: str | Normalization):
         self.cfg = data_cfg
@@ -89,7 +90,10 @@ class EvalTransform:
 
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator | None = None):
         if self.cfg.get("image_size") and self.cfg.get("dataset") != "synthetic":
-            image = _resize_image(image, tuple(self.cfg["image_size"]))
+            image = resize_image(image, tuple(self.cfg["image_size"]))
+        scale = self.cfg.get("input_scale", 1)
+        if scale and scale > 1:  # low-resolution input as in training; the labels keep their full size
+            image = resize_image(np.ascontiguousarray(image), (image.shape[0] // scale, image.shape[1] // scale))
         return self.norm(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
 
 
@@ -150,7 +154,7 @@ def _random_crop(image, label, size, rng):
 def finish_pair(image, label, norm: Normalization, input_scale: int = 1, label_scale: int = 1):
     h, w = label.shape
     if input_scale and input_scale > 1:
-        image = _resize_image(np.ascontiguousarray(image), (h // input_scale, w // input_scale))
+        image = resize_image(np.ascontiguousarray(image), (h // input_scale, w // input_scale))
     if label_scale and label_scale > 1:
         label = _resize_label(np.ascontiguousarray(label), (h // label_scale, w // label_scale))
     x = norm(np.ascontiguousarray(image))

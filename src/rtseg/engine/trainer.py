@@ -19,12 +19,14 @@ from rtseg.checkpoint import extract_state_dict, load_checkpoint, load_file, loa
 from rtseg.config import DEFAULTS, ConfigError, _merge
 from rtseg.data.datasets import build_dataset, dataset_classes
 from rtseg.data.labels import CITYSCAPES_CATEGORIES
+from rtseg.data.memory import maybe_in_memory
 from rtseg.data.sampling import EpochBatchSampler
 from rtseg.data.transforms import EvalTransform, TrainTransform
 from rtseg.engine.distributed import DistributedContext
 from rtseg.engine.losses import build_criterion
+from rtseg.engine.precision import forward_loss, optimizer_step, prepare_model, resolve_precision
 from rtseg.engine.schedules import LearningRateSchedule
-from rtseg.evaluation import EvalProtocol, resize_to, segment_logits
+from rtseg.evaluation import EvalProtocol, segment_logits
 from rtseg.gradual_grouping import GradualGroupingSchedule, convert_state_dict, gradual_layers
 from rtseg.metrics import ConfusionMatrix
 from rtseg.registry import create_model, get_entry
@@ -115,6 +117,10 @@ class Trainer:
         self.dist = DistributedContext()
         self.device = self.dist.setup(resolve_device(tcfg.get("device", "auto")))
         self.progress = progress and self.dist.is_main
+        try:
+            self.precision = resolve_precision(str(tcfg.get("precision", "auto")), self.device, legacy_amp=bool(tcfg.get("amp")))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         _seed_everything(int(tcfg["seed"]))
 
         self.classes = dataset_classes(dcfg)
@@ -132,8 +138,15 @@ class Trainer:
         self.model.normalization = norm
 
         crop_sizes = dcfg.get("crop_sizes")
-        self.train_set = TransformedDataset(build_dataset(dcfg, "train"), TrainTransform(dcfg, norm), seed=int(tcfg["seed"]), crop_sizes=crop_sizes)
-        self.val_set = TransformedDataset(build_dataset(dcfg, "val"), EvalTransform(dcfg, norm), seed=int(tcfg["seed"]))
+        size = tuple(dcfg["image_size"]) if dcfg.get("image_size") and dcfg.get("dataset") != "synthetic" else None
+        cache = dcfg.get("cache", "auto")
+        cache = {False: "off", True: "memory"}.get(cache, cache) if isinstance(cache, bool) else cache  # YAML reads off/on as booleans
+        if cache not in ("auto", "memory", "off"):
+            raise ConfigError(f"data.cache={cache!r} is not one of auto, memory, off")
+        train_base = maybe_in_memory(build_dataset(dcfg, "train"), cache, size, resize_labels=True)
+        val_base = maybe_in_memory(build_dataset(dcfg, "val"), cache, size, resize_labels=False)
+        self.train_set = TransformedDataset(train_base, TrainTransform(dcfg, norm), seed=int(tcfg["seed"]), crop_sizes=crop_sizes)
+        self.val_set = TransformedDataset(val_base, EvalTransform(dcfg, norm), seed=int(tcfg["seed"]))
         self.batch_size = int(tcfg["batch_size"])  # the global batch, split over torchrun processes
         try:
             self.batch_sampler = EpochBatchSampler(
@@ -155,8 +168,8 @@ class Trainer:
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         self.schedule = LearningRateSchedule(cfg["schedule"], cfg["optimizer"]["lr"], self.epochs, self.iters_per_epoch)
-        self.use_amp = bool(tcfg.get("amp")) and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        prepare_model(self.model, self.precision)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.grad_scaling)
 
         self.start_epoch, self.iteration, self.best_miou, self.history = 0, 0, -math.inf, []
         if resume:
@@ -229,9 +242,7 @@ class Trainer:
                 break
             lr = self.schedule.apply(self.optimizer, self.iteration, epoch)
             images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, enabled=self.use_amp):
-                logits = self.net(images)
-                loss = self.criterion(resize_to(logits, tuple(labels.shape[-2:])).float(), labels)
+            loss = forward_loss(self.net, self.criterion, self.precision, images, labels)
             if self.dist.enabled:  # every process stops together when one sees a non-finite loss
                 finite = self.dist.sum_(torch.tensor([float(torch.isfinite(loss).item())]))
                 if finite.item() < self.dist.world_size:
@@ -241,10 +252,7 @@ class Trainer:
                     f"loss became {loss.item()} at epoch {epoch + 1}, iteration {self.iteration}; the run stopped and "
                     f"{self.out_dir / 'last.pt'} still holds the last good epoch. Lower optimizer.lr or check the labels."
                 )
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            optimizer_step(loss, self.optimizer, self.scaler)
             self.iteration += 1
             step_loss = loss.detach().float().cpu().reshape(1)
             if self.dist.enabled:  # log the mean over the processes: the loss of the global batch
@@ -303,7 +311,7 @@ class Trainer:
                 if "val_miou" in row:
                     msg += f"  val mIoU {row['val_miou']:.4f}  pixel acc {row['val_pixel_accuracy']:.4f}"
                 print(msg, flush=True)
-        summary = {"best_miou": self.best_miou, "epochs": self.epochs, "iterations": self.iteration, "out_dir": str(self.out_dir), "final": last_metrics}
+        summary = {"best_miou": self.best_miou, "precision": self.precision.describe(), "epochs": self.epochs, "iterations": self.iteration, "out_dir": str(self.out_dir), "final": last_metrics}
         if main:
             (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
         if board is not None:
