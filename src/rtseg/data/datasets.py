@@ -119,8 +119,9 @@ class CamVidDataset(_PairedFolder):
         for d in (img_dir, lab_dir):
             if not d.is_dir():
                 raise DatasetError(f"CamVid root {str(root)!r} has no folder {d.name}/ (expected the SegNet layout: {split}/ and {split}annot/)")
-        images = {p.name: p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-        labels = {p.name: p for p in lab_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        # paired by file stem, so JPEG images may sit beside PNG label maps (a packed copy for a GPU machine)
+        images = {p.stem: p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        labels = {p.stem: p for p in lab_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
         only_img, only_lab = sorted(set(images) - set(labels)), sorted(set(labels) - set(images))
         if only_img or only_lab:
             raise DatasetError(
