@@ -69,7 +69,7 @@ def test_torchscript_loads_back_with_metadata(tmp_path):
     x = torch.randn(1, 3, 64, 96)
     with torch.inference_mode():
         assert torch.allclose(loaded(x), model(x), atol=1e-4)
-    assert meta["rtseg.input_size"] == "64x96" and json.loads(meta["rtseg.model"])["name"] == "fplnet"
+    assert meta["rtseg.input_size"] == "64x96" and meta["rtseg.card"].model == "fplnet"
 
 
 def test_export_cli_and_onnx_predict(tmp_path, capsys):

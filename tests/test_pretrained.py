@@ -1,6 +1,7 @@
 """Model cards, weights files and named pretrained weights (downloads only from file:// URLs)."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,6 +221,8 @@ def test_models_pretrained_lists_the_official_espnet_files(capsys):
                 "| espnet-c | cityscapes-official | cityscapes | 19 + 1 void |"):
         assert row in out
     assert out.count("| MIT |") == 3 and "github.com/sacmehta/ESPNet" in out
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert out.strip() in readme, "README's pretrained table is not what `rtseg models --pretrained` prints"
     entries = rtseg.list_pretrained("espnet")
     assert all(e.url.startswith("https://github.com/sacmehta/ESPNet/raw/master/pretrained/") for e in entries)
 
