@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn as nn
@@ -43,13 +43,18 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
 
     A crash at any point leaves either the previous file or the new one, never a partial file.
     """
+    return _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """``write(temporary path)`` in the target's folder, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -214,15 +219,11 @@ def _card_from_legacy_checkpoint(ckpt: Mapping[str, Any]):
 
 
 def model_from_checkpoint(path: str | os.PathLike) -> nn.Module:
-    """Rebuild the model stored in an rtseg checkpoint, load its weights and attach its card."""
+    """Rebuild the model stored in an rtseg checkpoint, with its weights and its card."""
     from rtseg.registry import create_model
 
-    ckpt = load_checkpoint(path)
-    card = checkpoint_card(ckpt)
-    model = create_model(card.model, **card.build_kwargs())
-    load_weights(model, ckpt["model_state"], strict=True)
-    model.rtseg_card = card
-    return model
+    card = checkpoint_card(load_checkpoint(path))  # refuses files that are not rtseg checkpoints
+    return create_model(card.model, weights=str(path))
 
 
 # -- safetensors weights files ------------------------------------------------------------------
@@ -255,18 +256,7 @@ def save_weights(path: str | os.PathLike, weights: nn.Module | Mapping[str, torc
         if half and value.is_floating_point():
             value = value.half()
         tensors[key] = value.contiguous().clone()  # safetensors refuses tensors that share memory
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": "pt", CARD_METADATA_KEY: card.to_json()})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt", CARD_METADATA_KEY: card.to_json()}))
 
 
 def read_card(path: str | os.PathLike):
