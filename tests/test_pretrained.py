@@ -212,6 +212,10 @@ def test_export_weights_command_writes_a_publishable_file(tmp_path, capsys):
     card = read_card(tmp_path / "best.safetensors")
     assert card == model.rtseg_card.replace(license="MIT", source="test run")
     assert "float16" in capsys.readouterr().out
+    # bench reads the card too: no class count to repeat by hand
+    assert main(["bench", str(tmp_path / "best.safetensors"), "--size", "32x32", "--iters", "1", "--warmup", "1",
+                 "--json", str(tmp_path / "b.json")]) == 0
+    assert "water, reed, boat" in json.loads((tmp_path / "b.json").read_text())["card"]
 
 
 def test_models_pretrained_lists_the_official_espnet_files(capsys):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import platform
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -131,8 +132,7 @@ class ModelCard:
             elif f.name == "metrics":
                 value = [dataclasses.asdict(m) for m in value]
             out[f.name] = value
-        # one pass through JSON: tuples become lists, and anything that is not plain data fails here, not in a reader
-        return json.loads(json.dumps(out, allow_nan=False))
+        return _plain(out)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelCard":
@@ -179,6 +179,19 @@ class ModelCard:
             m = self.metrics[0]
             text += f", {m.dataset} {m.split} mIoU {m.miou:.4f}"
         return text
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe plain data: tuples become lists, non-finite floats None, anything else unknown its text."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
 
 
 def card_of(model: nn.Module) -> ModelCard:

@@ -162,9 +162,11 @@ def _bench_one(name: str, args: argparse.Namespace, size) -> dict[str, Any]:
     from rtseg.efficiency import COUNTED_OPERATIONS, count_flops, count_parameters, measure_latency
     from rtseg.inference import load_model
 
+    from rtseg.card import card_of
+
     model = load_model(name, num_classes=args.num_classes)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-    record: dict[str, Any] = {"model": name, "params": count_parameters(model)}
+    record: dict[str, Any] = {"model": name, "card": card_of(model).summary(), "params": count_parameters(model)}
     record.update(count_flops(model, size, 1))
     if getattr(args, "backend", "torch") == "onnxruntime":
         from rtseg.deploy.ort import measure_ort_latency
@@ -461,7 +463,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                 normalization=None, device="auto", workers=0, json=str(out / "metrics.json"), quiet=True, class_map=None))
     print("[3/4] benchmarking (CPU, batch 1, 360x640)", flush=True)
     cmd_bench(argparse.Namespace(model=str(ckpt), all=False, filter=None, size="360x640", device="cpu", threads=None, batch=1,
-                                 warmup=2, iters=10, dtype="fp32", num_classes=19, json=str(out / "bench.json")))
+                                 warmup=2, iters=10, dtype="fp32", num_classes=None, json=str(out / "bench.json")))
     print("[4/4] predicting on held-out scenes", flush=True)
     inputs = out / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
@@ -529,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
-    p.add_argument("--num-classes", type=int, default=19)
+    p.add_argument("--num-classes", type=int, help="output count of a model name without weights that say it (default 19)")
     p.add_argument("--json", help="write the record(s) as JSON to this file")
     _add_optimize_options(p)
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch", help="run PyTorch or an ONNX export under ONNX Runtime")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from dataclasses import dataclass, field
 import os
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch.nn as nn

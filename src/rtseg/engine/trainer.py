@@ -20,12 +20,12 @@ from rtseg.checkpoint import extract_state_dict, load_checkpoint, load_weights, 
 from rtseg.config import DEFAULTS, ConfigError, _merge
 from rtseg.data.datasets import build_dataset, dataset_classes
 from rtseg.data.labels import CITYSCAPES_CATEGORIES
+from rtseg.data.normalization import get_normalization
 from rtseg.data.sampling import EpochBatchSampler
 from rtseg.data.transforms import EvalTransform, TrainTransform
 from rtseg.engine.distributed import DistributedContext
 from rtseg.engine.losses import build_criterion
 from rtseg.engine.schedules import LearningRateSchedule
-from rtseg.data.normalization import get_normalization
 from rtseg.evaluation import EvalProtocol, protocol_record, resize_to, segment_logits
 from rtseg.gradual_grouping import GradualGroupingSchedule, convert_state_dict, gradual_layers
 from rtseg.metrics import ConfusionMatrix
