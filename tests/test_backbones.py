@@ -177,7 +177,7 @@ def test_pretrained_from_a_file_url_is_cached(tmp_path, monkeypatch):
     path, state = fake_torchvision_file("shufflenetv2", tmp_path)
     model = create_backbone("shufflenetv2", pretrained=path.as_uri())
     assert torch.equal(model.conv5[0].weight, state["conv5.0.weight"])
-    assert (tmp_path / "cache" / path.name).is_file()
+    assert (tmp_path / "cache" / "weights" / path.name).is_file()  # the weights folder of the one cache folder
 
 
 # ------------------------------------------------------------------ Darknet .weights

@@ -90,7 +90,7 @@ def test_converted_network_equals_alpha_zero_network_and_the_directly_built_one(
     assert (after - before).abs().max() < 1e-5
     assert count_parameters(gradual) == count_parameters(direct)
     assert count_flops(gradual, (64, 128))["macs"] == count_flops(direct, (64, 128))["macs"]
-    assert gradual.rtseg_spec["options"]["gradual_grouping"] is False
+    assert gradual.rtseg_card.options["gradual_grouping"] is False
     # the converted weights are the grouped model's weights: they load strictly and give the same output
     direct.load_state_dict(gradual.state_dict(), strict=True)
     with torch.inference_mode():

@@ -56,5 +56,5 @@ def test_resolve_local_paths_and_urls(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="neither an existing file nor a URL"):
         hub.resolve_weights(tmp_path / "missing.pth")
     monkeypatch.setenv("RTSEG_CACHE", str(tmp_path / "env-cache"))
-    assert hub.cache_dir() == tmp_path / "env-cache"
-    assert hub.resolve_weights(source.as_uri(), progress=False).parent == tmp_path / "env-cache"
+    assert hub.cache_dir() == tmp_path / "env-cache" / "weights"  # one cache folder: weights beside the dataset caches
+    assert hub.resolve_weights(source.as_uri(), progress=False).parent == tmp_path / "env-cache" / "weights"

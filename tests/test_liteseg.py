@@ -134,4 +134,4 @@ def test_any_backbone_by_name(tmp_path):
     with torch.inference_mode():
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 19, 64, 64)
     # Checkpoints record how to rebuild the model, but not the initialisation weights.
-    assert model.rtseg_spec["options"] == {"backbone": "resnet18"}
+    assert model.rtseg_card.options == {"backbone": "resnet18"}

@@ -177,7 +177,7 @@ def test_compiled_model_computes_the_eager_logits():
         cmp = compare_outputs(model(x), fast(x))
     assert cmp["max_abs_diff"] < 1e-4 and cmp["argmax_agreement"] >= 0.999
     # the compiled wrapper keeps what callers read from a model
-    assert fast.num_classes == 19 and fast.normalization == model.normalization
+    assert fast.num_classes == 19 and fast.rtseg_card == model.rtseg_card
     # auto mode times the compiled model against the uncompiled one and says so
     auto = optimize(model, (64, 96), channels_last=False, compile="auto", timing_iters=2)
     assert {"eager_optimized", "compiled"} <= set(auto.rtseg_optimization.timings_ms)

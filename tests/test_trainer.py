@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from rtseg.checkpoint import load_checkpoint
+from rtseg.checkpoint import checkpoint_card, load_checkpoint
 from rtseg.config import ConfigError, apply_overrides, list_recipes, load_config
 from rtseg.engine.trainer import Trainer, TrainingError, train
 
@@ -75,9 +75,9 @@ def test_staged_recipe_runs_stages_in_order_and_passes_weights(tmp_path):
     cfg["stages"] = [{"name": "encoder", "model": {"name": "espnet-c"}, "data": {"label_scale": 8}}, {"name": "full", "model": {"name": "espnet", "options": {"q": 2}}}]
     out = train(cfg, tmp_path, progress=False)
     assert set(out["stages"]) == {"encoder", "full"}
-    enc = load_checkpoint(tmp_path / "encoder" / "last.pt")
-    full = load_checkpoint(tmp_path / "full" / "last.pt")
-    assert enc["model"]["name"] == "espnet-c" and full["model"]["name"] == "espnet"
+    enc = checkpoint_card(load_checkpoint(tmp_path / "encoder" / "last.pt"))
+    full = checkpoint_card(load_checkpoint(tmp_path / "full" / "last.pt"))
+    assert enc.model == "espnet-c" and full.model == "espnet"
 
 
 def test_augmentations_and_multi_scale_crops_train(tmp_path):

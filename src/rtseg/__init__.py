@@ -3,17 +3,26 @@ from rtseg.registry import create_model, get_entry, list_models
 
 __version__ = "0.1.0"
 
-__all__ = ["create_model", "list_models", "get_entry", "predict", "optimize", "__version__"]
+__all__ = [
+    "create_model", "list_models", "get_entry", "predict", "optimize",
+    "ModelCard", "list_pretrained", "get_pretrained", "read_card", "export_weights", "__version__",
+]
+
+# Heavier entry points, imported on first use to keep `import rtseg` fast: name -> module.
+_LAZY = {
+    "predict": "rtseg.inference",
+    "optimize": "rtseg.deploy.optimize",
+    "ModelCard": "rtseg.card",
+    "list_pretrained": "rtseg.pretrained",
+    "get_pretrained": "rtseg.pretrained",
+    "read_card": "rtseg.checkpoint",
+    "export_weights": "rtseg.checkpoint",
+}
 
 
 def __getattr__(name):
-    # Heavier entry points are imported on first use to keep `import rtseg` fast.
-    if name == "predict":
-        from rtseg.inference import predict
+    if name in _LAZY:
+        import importlib
 
-        return predict
-    if name == "optimize":
-        from rtseg.deploy.optimize import optimize
-
-        return optimize
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'rtseg' has no attribute {name!r}")

@@ -20,6 +20,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     from rtseg.efficiency import count_parameters
     from rtseg.registry import create_model, get_entry, list_models
 
+    if args.pretrained:
+        return _print_pretrained(args)
     rows = []
     names = list_models(args.filter)
     if not names:
@@ -37,6 +39,22 @@ def cmd_models(args: argparse.Namespace) -> int:
     print("  ".join("-" * w for w in widths))
     for r in rows:
         print(f"{r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  {r[2].rjust(widths[2])}")
+    return 0
+
+
+def _print_pretrained(args: argparse.Namespace) -> int:
+    import fnmatch
+
+    from rtseg.pretrained import list_pretrained, pretrained_table
+
+    entries = [e for e in list_pretrained() if not args.filter or fnmatch.fnmatch(e.model, args.filter)]
+    if not entries:
+        raise CLIError(f"no pretrained weights for models matching {args.filter!r}; run `rtseg models --pretrained` for all")
+    if args.json:
+        print(json.dumps([{"model": e.model, "tag": e.tag, "sha256": e.sha256, "url": e.url, "file": e.file, "card": e.card.to_dict()}
+                          for e in entries], indent=2))
+        return 0
+    print(pretrained_table(entries))
     return 0
 
 
@@ -78,17 +96,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import DataLoader
 
+    from rtseg.card import card_of
     from rtseg.config import DEFAULTS
     from rtseg.data.datasets import build_dataset, dataset_classes
-    from rtseg.data.labels import CITYSCAPES_CATEGORIES
+    from rtseg.data.labels import CITYSCAPES_CATEGORIES, CITYSCAPES_CLASSES
+    from rtseg.data.normalization import get_normalization
     from rtseg.data.transforms import EvalTransform
     from rtseg.engine.trainer import TransformedDataset, evaluate_model, resolve_device
+    from rtseg.evaluation import EvalProtocol, class_mapping, protocol_record, read_class_map
     from rtseg.inference import load_model, parse_size
 
     model = load_model(args.model, weights=args.weights, num_classes=args.num_classes)
-    # a checkpoint remembers the data it was trained on: evaluate on that unless told otherwise
-    ckpt_data: dict[str, Any] = (getattr(model, "rtseg_config", None) or {}).get("data", {})
-    data_cfg = {**DEFAULTS["data"], **ckpt_data}
+    card = card_of(model)
+    # weights rtseg trained remember their data: evaluate on that unless told otherwise
+    trained_on: dict[str, Any] = ((card.training.config if card.training else None) or {}).get("data", {})
+    data_cfg = {**DEFAULTS["data"], **trained_on}
     if args.data:
         data_cfg["dataset"] = args.data
     if args.root:
@@ -101,23 +123,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     elif size:
         data_cfg["image_size"] = list(size)
     data_cfg["val_split"] = args.split
-    norm = args.normalization or model.normalization
+    classes = dataset_classes(data_cfg)
+    # the model's classes against the dataset's, before any work
+    class_map = read_class_map(args.class_map) if getattr(args, "class_map", None) else None
+    lut = class_mapping(card.classes, card.num_outputs, classes, class_map)
+    if card.classes is None and class_map is None:
+        print(f"note: {args.model} names no classes (untrained or a bare state dict); its {card.num_outputs} outputs are scored as "
+              f"the dataset's classes in order", file=sys.stderr)
+    norm = get_normalization(args.normalization or card.normalization)
     device = resolve_device(args.device)
     model.to(device)
-    classes = dataset_classes(data_cfg)
     dataset = TransformedDataset(build_dataset(data_cfg, "val"), EvalTransform(data_cfg, norm))
     loader = DataLoader(dataset, batch_size=1, num_workers=args.workers)
-    from rtseg.evaluation import EvalProtocol
-
     scales = [float(v) for v in str(getattr(args, "scales", None) or "1.0").split(",")]
     protocol = EvalProtocol(scales, getattr(args, "flip", False), parse_size(getattr(args, "window", None)), parse_size(getattr(args, "stride", None)))
-    cm = evaluate_model(model, loader, classes.num_classes, device, classes.ignore_index, progress=not args.quiet, protocol=protocol)
-    cats = CITYSCAPES_CATEGORIES if classes.num_classes == 19 else None
+    cm = evaluate_model(model, loader, classes.num_classes, device, classes.ignore_index, progress=not args.quiet, protocol=protocol, class_map=lut)
+    cats = CITYSCAPES_CATEGORIES if tuple(classes.names) == CITYSCAPES_CLASSES else None
     summary = cm.summary(classes.names, cats)
     summary["model"] = str(args.model)
+    summary["card"] = card.summary()
     summary["dataset"] = {"name": data_cfg["dataset"], "root": data_cfg.get("root"), "split": args.split, "images": len(dataset), "input_size": data_cfg.get("image_size")}
-    summary["normalization"] = norm
-    summary["protocol"] = protocol.describe()
+    summary["normalization"] = norm.to_dict()
+    summary["protocol"] = protocol_record(protocol, data_cfg.get("image_size"), class_map)
     summary["torch_version"] = torch.__version__
     _print_metrics_table(summary)
     out = Path(args.json) if args.json else None
@@ -135,9 +162,11 @@ def _bench_one(name: str, args: argparse.Namespace, size) -> dict[str, Any]:
     from rtseg.efficiency import COUNTED_OPERATIONS, count_flops, count_parameters, measure_latency
     from rtseg.inference import load_model
 
+    from rtseg.card import card_of
+
     model = load_model(name, num_classes=args.num_classes)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-    record: dict[str, Any] = {"model": name, "params": count_parameters(model)}
+    record: dict[str, Any] = {"model": name, "card": card_of(model).summary(), "params": count_parameters(model)}
     record.update(count_flops(model, size, 1))
     if getattr(args, "train", False):
         from rtseg.efficiency import measure_training_throughput
@@ -265,10 +294,11 @@ def _collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def _segmenter(args: argparse.Namespace, size):
-    """(segment(rgb) -> label map, palette) for the chosen model and backend."""
+    """(segment(rgb) -> label map, model card) for the chosen model and backend."""
     import tempfile
 
-    from rtseg.inference import classes_for, load_model, predict
+    from rtseg.card import card_of
+    from rtseg.inference import load_model, predict
 
     backend = getattr(args, "backend", "torch")
     if str(args.model).endswith(".onnx"):
@@ -285,12 +315,12 @@ def _segmenter(args: argparse.Namespace, size):
             model = load_model(args.model, weights=args.weights, num_classes=args.num_classes)
             export_onnx(model, path, size or (256, 512), dynamic=True)
         seg = OnnxSegmenter(path, threads=getattr(args, "threads", None))
-        return (lambda rgb: seg.predict(rgb, size)), seg.class_info.palette
+        return (lambda rgb: seg.predict(rgb, size)), seg.card
     model = load_model(args.model, weights=args.weights, num_classes=args.num_classes)
-    palette = classes_for(model).palette
+    card = card_of(model)
     if getattr(args, "optimize", False):
         model = _optimized(model, args, size)
-    return (lambda rgb: predict(model, rgb, size=size)), palette
+    return (lambda rgb: predict(model, rgb, size=size)), card
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -310,10 +340,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     streams = [i for i in args.inputs if is_stream(i)]
     files, errors = _collect_inputs([i for i in args.inputs if not is_stream(i)])
-    segment, palette = _segmenter(args, size)
-    if getattr(args, "format_for_server", False) and len(palette) != 19:
-        print(f"error: --format-for-server writes Cityscapes labelIds and needs a 19-class model; {args.model} has {len(palette)} classes", file=sys.stderr)
-        return 2
+    segment, card = _segmenter(args, size)
+    palette = card.class_info.palette
+    if getattr(args, "format_for_server", False):
+        from rtseg.data.labels import CITYSCAPES_CLASSES
+
+        names = card.classes.names if card.classes is not None else None
+        if names != CITYSCAPES_CLASSES and not (names is None and card.num_outputs >= 19):
+            print(f"error: --format-for-server writes Cityscapes labelIds and needs a model of the 19 Cityscapes classes; "
+                  f"{args.model} predicts {card.class_info.num_classes} classes [{', '.join(card.class_info.names)}]", file=sys.stderr)
+            return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for e in errors:
@@ -409,6 +445,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_weights(args: argparse.Namespace) -> int:
+    from rtseg.checkpoint import export_weights, read_card
+    from rtseg.hub import sha256_of
+
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".safetensors")
+    export_weights(args.checkpoint, out, half=args.half, license=args.license, source=args.source)
+    card = read_card(out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {'float16' if args.half else 'float32'} storage, sha256 {sha256_of(out)})")
+    print(f"card: {card.summary()}")
+    return 0
+
+
 # -- demo -----------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     import numpy as np
@@ -425,10 +473,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ckpt = run_dir / "best.pt"
     print("[2/4] evaluating the best checkpoint on the validation scenes", flush=True)
     cmd_eval(argparse.Namespace(model=str(ckpt), weights=None, num_classes=None, data=None, root=None, split="val", size=None, samples=None,
-                                normalization=None, device="auto", workers=0, json=str(out / "metrics.json"), quiet=True))
+                                normalization=None, device="auto", workers=0, json=str(out / "metrics.json"), quiet=True, class_map=None))
     print("[3/4] benchmarking (CPU, batch 1, 360x640)", flush=True)
     cmd_bench(argparse.Namespace(model=str(ckpt), all=False, filter=None, size="360x640", device="cpu", threads=None, batch=1,
-                                 warmup=2, iters=10, dtype="fp32", num_classes=19, json=str(out / "bench.json")))
+                                 warmup=2, iters=10, dtype="fp32", num_classes=None, json=str(out / "bench.json")))
     print("[4/4] predicting on held-out scenes", flush=True)
     inputs = out / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
@@ -452,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list registered models with their paper and parameter count")
     p.add_argument("filter", nargs="?", help="shell-style pattern, e.g. 'essnet*'")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--pretrained", action="store_true", help="list the named pretrained weights (model, tag, dataset, classes, metric, source, licence)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train from a config file or packaged recipe")
@@ -462,10 +511,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
+    weights_help = "for a model name: a pretrained tag (rtseg models --pretrained), a URL or a local weights file"
     p = sub.add_parser("eval", help="evaluate a checkpoint or a model with weights")
-    p.add_argument("model", help="an rtseg checkpoint (.pt) or a registered model name")
-    p.add_argument("--weights", help="weights file for a model name")
-    p.add_argument("--num-classes", type=int, help="class count of a model name (default 19)")
+    p.add_argument("model", help="an rtseg checkpoint (.pt) or weights file (.safetensors), or a registered model name")
+    p.add_argument("--weights", help=weights_help)
+    p.add_argument("--num-classes", type=int, help="output count of a model name without weights that say it (default 19)")
+    p.add_argument("--class-map", help="YAML file mapping model class names to dataset class names, to score a model on a dataset with other classes")
     p.add_argument("--data", help="dataset: synthetic, cityscapes or camvid (default: the checkpoint's, else synthetic)")
     p.add_argument("--root", help="dataset folder")
     p.add_argument("--split", default="val")
@@ -493,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
-    p.add_argument("--num-classes", type=int, default=19)
+    p.add_argument("--num-classes", type=int, help="output count of a model name without weights that say it (default 19)")
     p.add_argument("--json", help="write the record(s) as JSON to this file")
     _add_optimize_options(p)
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch", help="run PyTorch or an ONNX export under ONNX Runtime")
@@ -516,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--argmax", action="store_true", help="end the graph in an arg-max: outputs the int64 label map instead of logits")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
     p.add_argument("--out", help="output file (default: MODEL-SIZE[-argmax].onnx / .pt in the current folder)")
-    p.add_argument("--weights", help="weights file for a model name")
+    p.add_argument("--weights", help=weights_help)
     p.add_argument("--num-classes", type=int)
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime / reload check against PyTorch")
     p.add_argument("--int8", action="store_true", help="ONNX: INT8 static quantization with ONNX Runtime (needs --calibration)")
@@ -524,11 +575,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-count", type=int, default=32, help="with --int8: number of calibration images (default 32)")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("export-weights", help="a publishable safetensors weights file, with its model card, from a training checkpoint")
+    p.add_argument("checkpoint", help="an rtseg checkpoint (e.g. runs/NAME/best.pt)")
+    p.add_argument("--out", help="output file (default: the checkpoint's name with .safetensors)")
+    p.add_argument("--half", action="store_true", help="store floating-point tensors as float16 (half the size)")
+    p.add_argument("--license", help="licence written into the card, e.g. MIT")
+    p.add_argument("--source", help="source written into the card, e.g. the project URL or run name")
+    p.set_defaults(func=cmd_export_weights)
+
     p = sub.add_parser("predict", help="colourised masks and overlays for images or folders")
     p.add_argument("model", help="an rtseg checkpoint (.pt), a registered model name or an exported .onnx file")
     p.add_argument("inputs", nargs="+", help="image files, folders, videos (.mp4, .avi, ...) or image-sequence patterns (frames/%%05d.png)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--weights", help="weights file for a model name")
+    p.add_argument("--weights", help=weights_help)
     p.add_argument("--num-classes", type=int)
     p.add_argument("--size", help="resize inputs to HxW before the model; outputs keep the image size")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
@@ -557,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ExportError, CheckpointError, WeightsMismatchError, ConfigError, DatasetError, TrainingError, UnknownModelError, UnknownOptionError, ValueError) as exc:
+    except (CLIError, ExportError, CheckpointError, WeightsMismatchError, ConfigError, DatasetError, TrainingError, UnknownModelError, UnknownOptionError, ValueError, OSError) as exc:
         print(f"rtseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

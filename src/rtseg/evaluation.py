@@ -5,7 +5,7 @@ written for the Cityscapes evaluation server.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from rtseg.metrics import ConfusionMatrix
 
-__all__ = ["EvalProtocol", "segment_logits", "evaluate_server_files"]
+__all__ = ["EvalProtocol", "segment_logits", "evaluate_server_files", "protocol_record", "ClassMismatchError", "class_mapping", "read_class_map"]
 
 
 class EvalProtocol:
@@ -40,6 +40,76 @@ class EvalProtocol:
     def describe(self) -> dict:
         return {"scales": list(self.scales), "flip": self.flip, "window": list(self.window) if self.window else None,
                 "stride": list(self.stride) if self.stride else None}
+
+
+def protocol_record(protocol: EvalProtocol, input_size, class_map: Mapping[str, str] | None = None) -> dict:
+    """How a score was measured, for model cards and metric files."""
+    record = {
+        "input_size": list(input_size) if input_size else "each image at its own size",
+        **protocol.describe(),
+        "logits": "resized bilinearly to the label size before the arg-max",
+        "ignored_labels": "label values outside the dataset's classes (void) are not scored",
+        "void_outputs": "a pixel predicted as an output that is not one of the dataset's classes (e.g. a void output) counts as wrong",
+        "aggregation": "one confusion matrix over the split; IoU per class; mIoU = mean over the classes that occur in the labels or predictions",
+    }
+    if class_map:
+        record["class_map"] = dict(class_map)
+    return record
+
+
+class ClassMismatchError(ValueError):
+    """A model whose classes are not the dataset's, evaluated without a class map."""
+
+
+def _listing(names: Sequence[str]) -> str:
+    return f"{len(names)} classes [{', '.join(names)}]"
+
+
+def class_mapping(model_classes, num_outputs: int, dataset_classes, mapping: Mapping | None = None) -> torch.Tensor | None:
+    """The table from model output index to dataset class index, or None when the outputs already are the dataset's classes.
+
+    ``model_classes``: the model card's ClassInfo (None: unnamed outputs, taken as the dataset's classes when their
+    counts are equal). With different classes and no ``mapping`` this raises :class:`ClassMismatchError` naming both
+    lists. ``mapping``: ``{model class name or output index: dataset class name}``; outputs it leaves out (and void
+    outputs) map to no class and count as wrong wherever they are predicted.
+    """
+    if mapping is None:
+        if model_classes is None and num_outputs == dataset_classes.num_classes:
+            return None
+        if model_classes is not None and tuple(model_classes.names) == tuple(dataset_classes.names):
+            return None
+        model_text = _listing(model_classes.names) if model_classes is not None else f"{num_outputs} unnamed outputs"
+        raise ClassMismatchError(
+            f"the model predicts {model_text} but the dataset has {_listing(dataset_classes.names)}; "
+            "pass a class map (--class-map FILE.yaml, lines 'model class: dataset class') to score one against the other"
+        )
+    names = list(model_classes.names) if model_classes is not None else [f"class {i}" for i in range(num_outputs)]
+    lut = torch.full((num_outputs,), dataset_classes.num_classes, dtype=torch.int64)  # unmapped: counted wrong
+    problems = []
+    for src, dst in mapping.items():
+        index = src if isinstance(src, int) else names.index(src) if src in names else None
+        if index is None or not 0 <= index < num_outputs:
+            problems.append(f"{src!r} is not a model class ({', '.join(names)})")
+        elif dst not in dataset_classes.names:
+            problems.append(f"{dst!r} is not a dataset class ({', '.join(dataset_classes.names)})")
+        else:
+            lut[index] = list(dataset_classes.names).index(dst)
+    if problems:
+        raise ClassMismatchError("class map: " + "; ".join(problems))
+    return lut
+
+
+def read_class_map(path: str | Path) -> dict:
+    """A YAML file of ``model class: dataset class`` lines, checked to be a flat mapping of names."""
+    from rtseg.config import yaml_load
+
+    path = Path(path)
+    if not path.is_file():
+        raise ClassMismatchError(f"class map {str(path)!r} does not exist")
+    data = yaml_load(path.read_text())
+    if not isinstance(data, dict) or not all(isinstance(k, (str, int)) and isinstance(v, str) for k, v in data.items()):
+        raise ClassMismatchError(f"class map {str(path)!r} must be a mapping of model class names to dataset class names, e.g. 'sidewalk: pavement'")
+    return data
 
 
 def resize_to(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:

@@ -162,10 +162,10 @@ def convert(model: nn.Module, require_zero_alpha: bool = True) -> nn.Module:
                     )
                 setattr(parent, name, child.to_grouped())
                 found += 1
-    spec = getattr(model, "rtseg_spec", None)
-    if found and isinstance(spec, dict):
+    card = getattr(model, "rtseg_card", None)
+    if found and card is not None:
         # A checkpoint of the converted model must rebuild the grouped architecture.
-        model.rtseg_spec = {**spec, "options": {**spec.get("options", {}), "gradual_grouping": False}}
+        model.rtseg_card = card.replace(options={**card.options, "gradual_grouping": False})
     return model
 
 

@@ -1,18 +1,15 @@
-"""Pretrained weights from a local path or a URL: download once into a cache folder, with a progress bar and a checksum.
+"""Weights from a local path or a URL: downloaded once with ``torch.hub.download_url_to_file`` into rtseg's
+cache folder (``$RTSEG_CACHE/weights``, see :func:`rtseg.data.cache.default_cache_dir`), checked by SHA-256.
 
-Works like ``torch.hub``: a URL's file is stored under :func:`cache_dir` by its file name and reused on
-later calls. The expected SHA-256 is either passed explicitly or, torch.hub style, taken from a hex
-prefix at the end of the file name (``resnet18-f37072fd.pth``). A file whose digest does not match is
-deleted and never lands in the cache.
+The expected SHA-256 is either passed explicitly or, torch.hub style, taken from a hex prefix at the end of
+the file name (``resnet18-f37072fd.pth``). A download whose digest does not match never lands in the cache.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import re
-import tempfile
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 __all__ = ["ChecksumError", "cache_dir", "sha256_of", "download", "resolve_weights", "is_url"]
@@ -26,12 +23,10 @@ class ChecksumError(ValueError):
 
 
 def cache_dir() -> Path:
-    """``$RTSEG_CACHE`` if set, else ``$XDG_CACHE_HOME/rtseg/weights`` (``~/.cache/rtseg/weights``)."""
-    env = os.environ.get("RTSEG_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "rtseg" / "weights"
+    """Where downloaded weights are kept: the ``weights`` folder of rtseg's one cache folder."""
+    from rtseg.data.cache import default_cache_dir
+
+    return default_cache_dir() / "weights"
 
 
 def is_url(source: str | os.PathLike) -> bool:
@@ -58,9 +53,16 @@ def _check(digest: str, expected: str | None, what: str) -> None:
         raise ChecksumError(f"{what}: SHA-256 {digest} does not match the expected {expected}")
 
 
-def download(url: str, *, sha256: str | None = None, cache: str | os.PathLike | None = None, progress: bool = True) -> Path:
-    """The cached copy of ``url``, downloading it first if needed (to a temporary file, renamed when verified)."""
-    filename = os.path.basename(urllib.parse.unquote(urllib.parse.urlparse(url).path))
+def download(url: str, *, sha256: str | None = None, cache: str | os.PathLike | None = None, progress: bool = True,
+             filename: str | None = None) -> Path:
+    """The cached copy of ``url`` (stored as ``filename``, default the URL's file name), downloading it first if needed.
+
+    A cached copy whose digest does not match is fetched again; a download whose digest does not match raises
+    :class:`ChecksumError` and leaves nothing behind.
+    """
+    import torch.hub
+
+    filename = filename or os.path.basename(urllib.parse.unquote(urllib.parse.urlparse(url).path))
     if not filename:
         raise ValueError(f"cannot tell a file name from the URL {url!r}")
     folder = Path(cache) if cache is not None else cache_dir()
@@ -75,25 +77,15 @@ def download(url: str, *, sha256: str | None = None, cache: str | os.PathLike | 
             return target
         except ChecksumError:
             target.unlink()  # a stale or damaged copy: fetch it again
-    from tqdm import tqdm
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=folder)
-    digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url) as response, os.fdopen(fd, "wb") as out:
-            length = response.headers.get("Content-Length") if hasattr(response, "headers") else None
-            total = int(length) if length and str(length).isdigit() else None
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=filename, disable=not progress) as bar:
-                for chunk in iter(lambda: response.read(_CHUNK), b""):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-        _check(digest.hexdigest(), expected, f"download of {url}")
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        torch.hub.download_url_to_file(url, str(target), hash_prefix=expected, progress=progress)
+    except RuntimeError as exc:
+        if "invalid hash value" in str(exc):
+            got = str(exc).rsplit('got "', 1)[-1].rstrip('")')
+            raise ChecksumError(f"download of {url}: SHA-256 {got} does not match the expected {expected}") from None
         raise
+    except OSError as exc:
+        raise OSError(f"cannot download {url}: {exc}") from exc
     return target
 
 

@@ -10,9 +10,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from rtseg.checkpoint import model_from_checkpoint
+from rtseg.card import card_of
 from rtseg.data.datasets import read_image
-from rtseg.data.labels import CAMVID, CITYSCAPES, ClassInfo, colorize
+from rtseg.data.labels import ClassInfo, colorize
 from rtseg.data.normalization import get_normalization
 from rtseg.evaluation import resize_to
 from rtseg.registry import create_model
@@ -34,23 +34,33 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 
 def load_model(spec: str | Path, weights: str | Path | None = None, num_classes: int | None = None, **options: Any) -> nn.Module:
-    """A model from an rtseg checkpoint file, or from a registered name (optionally with a weights file)."""
+    """A model in eval mode, with its card: from an rtseg checkpoint or weights file (the card inside it, or the
+    registered one its SHA-256 matches), or from a registered name with optional ``weights`` (a tag, URL or file)."""
     path = Path(spec)
-    if path.suffix in (".pt", ".pth", ".ckpt") or path.is_file():
-        model = model_from_checkpoint(path)
-        dataset = model.rtseg_config.get("data", {}).get("dataset")
-        model.class_info = CAMVID if dataset == "camvid" else CITYSCAPES
+    if path.is_file() or path.suffix in (".pt", ".pth", ".ckpt", ".safetensors"):
+        if weights is not None:
+            raise ValueError(f"{spec} is a file: name a registered model to use --weights with (e.g. rtseg eval espnet --weights FILE)")
+        card = _card_of_file(path)
+        model = create_model(card.model, weights=str(path), num_classes=num_classes, **options)
         return model.eval()
-    model = create_model(str(spec), num_classes=num_classes or 19, weights=weights, **options)
+    model = create_model(str(spec), num_classes=num_classes, weights=weights, **options)
     return model.eval()
 
 
+def _card_of_file(path: Path):
+    """The card a weights file is registered with or carries; a file with neither cannot name its model."""
+    from rtseg.checkpoint import CheckpointError
+    from rtseg.pretrained import identify_weights
+
+    card = identify_weights(path)
+    if card is None:
+        raise CheckpointError(f"{str(path)!r} is a bare state dict with no model card: name the model, e.g. rtseg eval espnet --weights {path}")
+    return card
+
+
 def classes_for(model: nn.Module) -> ClassInfo:
-    info = getattr(model, "class_info", None)
-    if info is not None:
-        return info
-    n = getattr(model, "num_classes", 19)
-    return CAMVID if n in (11, 12) else CITYSCAPES
+    """The classes a model's card names (placeholders when nothing has named its outputs)."""
+    return card_of(model).class_info
 
 
 def _as_rgb(image: Any) -> np.ndarray:
@@ -68,7 +78,7 @@ def _as_rgb(image: Any) -> np.ndarray:
 def predict_logits(model: nn.Module, image: Any, size: tuple[int, int] | None = None, normalization: str | None = None) -> torch.Tensor:
     """Logits ``C x H x W`` at the image's own resolution (the input is resized to ``size`` first if given)."""
     rgb = _as_rgb(image)
-    norm = get_normalization(normalization or getattr(model, "normalization", None) or "imagenet")
+    norm = get_normalization(normalization or card_of(model).normalization)
     x = norm(rgb)[None]
     device = next(model.parameters()).device
     x = x.to(device)

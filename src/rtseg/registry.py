@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch.nn as nn
 
@@ -135,13 +136,35 @@ def get_entry(name: str) -> ModelEntry:
         ) from None
 
 
-def create_model(name: str, num_classes: int = 19, *, weights: str | None = None, strict: bool = True, **options: Any) -> nn.Module:
-    """Build the registered model ``name``.
+def create_model(name: str, num_classes: int | None = None, *, weights: str | os.PathLike | Mapping | None = None,
+                 strict: bool = True, **options: Any) -> nn.Module:
+    """Build the registered model ``name``, with its model card in ``model.rtseg_card``.
 
-    ``options`` override the entry's defaults; ``weights`` is a path to a state dict or an
-    rtseg checkpoint, loaded with strict key and shape checking (see :func:`rtseg.checkpoint.load_weights`).
+    ``options`` override the entry's defaults. ``weights``: a registered tag of ``name`` (``rtseg models
+    --pretrained``), a URL, a local file (safetensors, rtseg checkpoint or plain state dict) or a state dict,
+    loaded with strict key and shape checking (see :func:`rtseg.checkpoint.load_weights`). Weights with a card
+    (a registered tag, a file whose SHA-256 is registered, a file rtseg wrote) set the class count, the build
+    options and the card; a ``num_classes`` that contradicts them is an error. Without weights, ``num_classes``
+    defaults to 19 and the card names no classes.
     """
     entry = get_entry(name)
+    state, card, source = None, None, "the given state dict"
+    if weights is not None and not isinstance(weights, Mapping):
+        from rtseg.pretrained import resolve_weights
+
+        state, card, source = resolve_weights(name, weights)
+    elif weights is not None:
+        state = weights
+    if card is not None:
+        from rtseg.checkpoint import WeightsMismatchError
+
+        if card.model != name:
+            raise WeightsMismatchError(f"weights {source} are for model {card.model!r}, not {name!r}: use rtseg.create_model({card.model!r}, weights=...)")
+        if num_classes is not None and num_classes != card.num_outputs:
+            raise WeightsMismatchError(f"weights {source} have {card.num_outputs} outputs ({card.summary()}); num_classes={num_classes} contradicts them")
+        num_classes = card.num_outputs
+        options = {**card.options, **options}
+    num_classes = 19 if num_classes is None else num_classes
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     supported = entry.options
@@ -153,12 +176,19 @@ def create_model(name: str, num_classes: int = 19, *, weights: str | None = None
         )
     kwargs = {**entry.defaults, **options}
     model = entry.builder(num_classes=num_classes, **kwargs)
-    # Record how the model was built so checkpoints and exports can rebuild it.
-    # pretrained= only initialises (a backbone's ImageNet weights): rebuilding from a checkpoint must not need it.
-    model.rtseg_spec = {"name": name, "num_classes": num_classes, "options": {k: v for k, v in options.items() if k != "pretrained"}}
-    model.normalization = entry.normalization
-    if weights is not None:
+    # pretrained= only initialises (a backbone's ImageNet weights): rebuilding from a card must not need it.
+    build_options = {k: v for k, v in options.items() if k != "pretrained"}
+    if card is None:
+        from rtseg.card import ModelCard
+        from rtseg.data.normalization import get_normalization
+
+        card = ModelCard(model=name, num_outputs=num_classes, normalization=get_normalization(entry.normalization),
+                         size_divisor=int(getattr(model, "size_divisor", 1)), options=build_options)
+    else:
+        card = card.replace(options=build_options)
+    model.rtseg_card = card
+    if state is not None:
         from rtseg.checkpoint import load_weights
 
-        load_weights(model, weights, strict=strict)
+        load_weights(model, state, strict=strict)
     return model

@@ -1,4 +1,4 @@
-"""Per-dataset cache keys: a hash of the label files, so facts computed once over a dataset are reused while it is unchanged."""
+"""rtseg's one cache folder, and per-dataset cache keys: a hash of the label files, so facts computed once over a dataset are reused while it is unchanged."""
 from __future__ import annotations
 
 import hashlib
@@ -9,8 +9,13 @@ __all__ = ["default_cache_dir", "file_list_key"]
 
 
 def default_cache_dir() -> Path:
-    """``$RTSEG_CACHE`` or ``~/.cache/rtseg``."""
-    return Path(os.environ.get("RTSEG_CACHE") or Path.home() / ".cache" / "rtseg")
+    """rtseg's one cache folder: ``$RTSEG_CACHE`` if set, else ``$XDG_CACHE_HOME/rtseg`` (``~/.cache/rtseg``).
+
+    Downloaded weights go to its ``weights`` folder, facts computed over datasets to their own folders."""
+    env = os.environ.get("RTSEG_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rtseg"
 
 
 def file_list_key(dataset, num_classes: int, ignore_index: int) -> str | None:

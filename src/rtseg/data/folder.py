@@ -30,7 +30,7 @@ from PIL import Image, UnidentifiedImageError
 
 from rtseg.config import yaml_load
 from rtseg.data.datasets import IMAGE_SUFFIXES, DatasetError, _PairedFolder, read_image, read_label
-from rtseg.data.labels import IGNORE_INDEX, ClassInfo
+from rtseg.data.labels import IGNORE_INDEX, ClassInfo, spread_palette
 
 __all__ = ["FolderDataset", "read_folder_spec", "folder_classes"]
 
@@ -68,8 +68,7 @@ def folder_classes(root: str | Path) -> ClassInfo:
     names = tuple(spec["classes"])
     palette = spec.get("palette") or ([tuple(spec["colors"][n]) for n in names] if spec.get("colors") else None)
     if not palette:  # evenly spread colours for display
-        rng = np.random.default_rng(0)
-        palette = [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in names]
+        palette = spread_palette(len(names))
     return ClassInfo(names, tuple(tuple(int(v) for v in c) for c in palette), int(spec.get("ignore_index", IGNORE_INDEX)))
 
 

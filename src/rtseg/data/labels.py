@@ -18,6 +18,7 @@ __all__ = [
     "train_ids_to_label_ids",
     "colorize",
     "ClassInfo",
+    "spread_palette",
     "CITYSCAPES",
     "CAMVID",
 ]
@@ -120,9 +121,32 @@ class ClassInfo:
     palette: tuple[tuple[int, int, int], ...]
     ignore_index: int = IGNORE_INDEX
 
+    def __post_init__(self):
+        if len(self.palette) != len(self.names):
+            raise ValueError(f"{len(self.names)} class names but {len(self.palette)} palette colours")
+
     @property
     def num_classes(self) -> int:
         return len(self.names)
+
+    def to_dict(self) -> dict:
+        return {"names": list(self.names), "palette": [list(c) for c in self.palette], "ignore_index": self.ignore_index}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ClassInfo":
+        return cls(tuple(str(n) for n in data["names"]), tuple(tuple(int(v) for v in c) for c in data["palette"]),
+                   int(data.get("ignore_index", IGNORE_INDEX)))
+
+    @classmethod
+    def unnamed(cls, num_classes: int) -> "ClassInfo":
+        """Placeholder names ``class 0`` ... and evenly spread colours, for outputs nothing has named yet."""
+        return cls(tuple(f"class {i}" for i in range(num_classes)), spread_palette(num_classes))
+
+
+def spread_palette(n: int) -> tuple[tuple[int, int, int], ...]:
+    """``n`` distinct display colours (a fixed random draw, the same on every call)."""
+    rng = np.random.default_rng(0)
+    return tuple(tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(n))
 
 
 CITYSCAPES = ClassInfo(CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)

@@ -38,6 +38,16 @@ class Normalization:
     def to_dict(self) -> dict:
         return {"name": self.name, "mean": list(self.mean), "std": list(self.std), "channel_order": self.channel_order, "post_scale": self.post_scale}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Normalization":
+        """The inverse of :meth:`to_dict`; the numbers travel with it, so a file needs no preset of this install."""
+        order = data.get("channel_order", "RGB")
+        if order not in ("RGB", "BGR"):
+            raise ValueError(f"normalisation channel_order {order!r}: expected RGB or BGR")
+        known = PRESETS.get(data["name"])
+        return cls(data["name"], tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]), order,
+                   float(data.get("post_scale", 1.0)), known.description if known else "")
+
 
 PRESETS: dict[str, Normalization] = {
     p.name: p
@@ -55,6 +65,18 @@ PRESETS: dict[str, Normalization] = {
             channel_order="BGR",
             post_scale=1.0 / 255.0,
             description="ESPNet's official preprocessing: BGR, Cityscapes mean/std on the 0-255 scale, then divided by 255 again",
+        ),
+        # The official CamVid release of ESPNet normalised with statistics of the 367 SegNet-split CamVid training
+        # images, computed the way its loadData.py does: each image read as BGR uint8, the mean and the standard
+        # deviation of each channel taken per image, then both averaged over the images. Computed once here from
+        # shared/data/camvid/train (float64; tests/test_pretrained.py recomputes them).
+        Normalization(
+            "espnet-camvid",
+            mean=(110.33102643430219, 108.40886315470783, 105.03319368755685),
+            std=(72.12571015416097, 72.69074533734673, 69.90434816160987),
+            channel_order="BGR",
+            post_scale=1.0 / 255.0,
+            description="ESPNet's CamVid preprocessing: BGR, CamVid training-set mean/std on the 0-255 scale, then divided by 255 again",
         ),
         Normalization("unit", mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0), description="RGB scaled to 0..1, no centring"),
     )

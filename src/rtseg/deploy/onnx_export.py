@@ -44,27 +44,28 @@ def _require(module: str, extra: str = "onnx"):
 
 
 def model_metadata(model: nn.Module, size: tuple[int, int] | None, dynamic: bool, argmax: bool, opset: int) -> dict[str, str]:
-    """The key/value metadata written into the ONNX file (values are strings; structured ones are JSON)."""
-    from rtseg.data.normalization import get_normalization
-    from rtseg.inference import classes_for
+    """The key/value metadata written into the ONNX file (values are strings; structured ones are JSON).
 
-    classes = classes_for(model)
-    norm = get_normalization(getattr(model, "normalization", None) or "imagenet")
-    spec = getattr(model, "rtseg_spec", None) or {}
+    ``rtseg.card`` is the model card, the one record rtseg reads back; classes, palette and normalisation are
+    repeated from it under their own keys for deployments that read just those."""
+    from rtseg.card import card_of
+
+    card = card_of(model)
+    classes = card.class_info
+    scale = getattr(model, "output_scale", 1)
     return {
-        "rtseg.model": json.dumps(spec),
+        "rtseg.card": card.to_json(),
         "rtseg.classes": json.dumps(list(classes.names)),
         "rtseg.palette": json.dumps([list(c) for c in classes.palette]),
-        "rtseg.num_classes": str(getattr(model, "num_classes", len(classes.names))),
-        "rtseg.normalization": json.dumps(norm.to_dict()),
+        "rtseg.num_classes": str(card.num_outputs),
+        "rtseg.normalization": json.dumps(card.normalization.to_dict()),
         "rtseg.input": "normalised float32 N x 3 x H x W; normalise the 0-255 image as out = (pixel - mean) / std * post_scale, channels in channel_order",
         "rtseg.input_size": "dynamic" if dynamic else f"{size[0]}x{size[1]}",
-        "rtseg.output": "labels int64 N x H x W" if argmax else f"logits float32 N x C x {getattr(model, 'output_scale', 1)}H x {getattr(model, 'output_scale', 1)}W",
-        "rtseg.output_scale": str(getattr(model, "output_scale", 1)),
+        "rtseg.output": "labels int64 N x H x W" if argmax else f"logits float32 N x C x {scale}H x {scale}W",
+        "rtseg.output_scale": str(scale),
         "rtseg.opset": str(opset),
         "rtseg.torch_version": torch.__version__,
     }
-
 
 
 def prepare_for_export(model: nn.Module, path: Path, size: tuple[int, int], argmax: bool, optimize_first: bool):
@@ -164,7 +165,7 @@ def ort_session(path: str | Path, threads: int | None = None, providers: list[st
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The rtseg metadata of an exported file, JSON values decoded."""
+    """The rtseg metadata of an exported file, JSON values decoded (``card``: a :class:`rtseg.ModelCard`)."""
     session = ort_session(path)
     raw = session.get_modelmeta().custom_metadata_map
     out: dict[str, Any] = {}
@@ -175,6 +176,10 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             out[k[6:]] = json.loads(v)
         except ValueError:
             out[k[6:]] = v
+    if "card" in out:
+        from rtseg.card import ModelCard
+
+        out["card"] = ModelCard.from_dict(out["card"])
     return out
 
 

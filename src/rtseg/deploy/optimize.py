@@ -405,7 +405,7 @@ def optimize(
                 f"optimized {type(eager).__name__} differs from the eager model by {cmp['max_abs_diff']:.3g} (> {tolerance:g}) "
                 "on a random input; please report this model"
             )
-    for attr in ("rtseg_spec", "normalization", "class_info", "num_classes", "size_divisor", "output_scale"):
+    for attr in ("rtseg_card", "num_classes", "size_divisor", "output_scale"):
         if hasattr(eager, attr) and not hasattr(result, attr):
             setattr(result, attr, getattr(eager, attr))
     result.rtseg_optimization = report

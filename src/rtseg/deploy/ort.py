@@ -68,20 +68,17 @@ def measure_ort_latency(model: nn.Module | str | Path, size: tuple[int, int], ba
 
 
 class OnnxSegmenter:
-    """Predict label maps with an exported ``.onnx`` file; normalisation and classes come from its metadata."""
+    """Predict label maps with an exported ``.onnx`` file; normalisation and classes come from the card in its metadata."""
 
     def __init__(self, path: str | Path, threads: int | None = None, device: str = "cpu"):
-        from rtseg.data.labels import ClassInfo
-        from rtseg.data.normalization import Normalization
-
         self.path = Path(path)
         self.session = ort_session(self.path, threads=threads, providers=ort_providers(device))
         meta = read_metadata(self.path)
-        if "normalization" not in meta:
-            raise ExportError(f"{self.path}: no rtseg metadata (rtseg.normalization); export it with `rtseg export`")
-        n = meta["normalization"]
-        self.normalization = Normalization(n["name"], tuple(n["mean"]), tuple(n["std"]), n.get("channel_order", "RGB"), float(n.get("post_scale", 1.0)))
-        self.class_info = ClassInfo(tuple(meta["classes"]), tuple(tuple(c) for c in meta["palette"]))
+        if "card" not in meta:
+            raise ExportError(f"{self.path}: no rtseg model card in its metadata (rtseg.card); export it with `rtseg export`")
+        self.card = meta["card"]
+        self.normalization = self.card.normalization
+        self.class_info = self.card.class_info
         size = meta.get("input_size", "dynamic")
         self.input_size = None if size == "dynamic" else tuple(int(v) for v in str(size).split("x"))
         self.labels_output = str(meta.get("output", "")).startswith("labels")

@@ -41,11 +41,11 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: str
     import torch.nn.functional as F
 
     from rtseg.data.datasets import read_image
-    from rtseg.data.normalization import Normalization
 
     meta = read_metadata(fp32_path)
-    n = meta["normalization"]
-    norm = Normalization(n["name"], tuple(n["mean"]), tuple(n["std"]), n.get("channel_order", "RGB"), float(n.get("post_scale", 1.0)))
+    if "card" not in meta:
+        raise ExportError(f"{fp32_path}: no rtseg model card in its metadata (rtseg.card); export it with `rtseg export`")
+    norm = meta["card"].normalization
     if size is None:
         if meta.get("input_size", "dynamic") == "dynamic":
             raise ExportError("a dynamic-shape model needs a calibration size (size=(H, W))")

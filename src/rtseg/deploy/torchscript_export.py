@@ -57,11 +57,15 @@ def export_torchscript(model: nn.Module, path: str | Path, size: tuple[int, int]
 
 
 def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    """The TorchScript module and its rtseg metadata."""
+    """The TorchScript module and its rtseg metadata (``rtseg.card``: a :class:`rtseg.ModelCard`)."""
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"{path}: no such TorchScript file")
     extra = {"rtseg.json": ""}
     module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     meta = json.loads(extra["rtseg.json"]) if extra["rtseg.json"] else {}
+    if "rtseg.card" in meta:
+        from rtseg.card import ModelCard
+
+        meta["rtseg.card"] = ModelCard.from_json(meta["rtseg.card"])
     return module.eval(), meta

@@ -15,18 +15,20 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from rtseg.checkpoint import extract_state_dict, load_checkpoint, load_file, load_weights, save_checkpoint
+from rtseg.card import Metrics, ModelCard, TrainingRecord, card_of, hardware_description
+from rtseg.checkpoint import extract_state_dict, load_checkpoint, load_weights, read_weights, save_checkpoint, save_weights
 from rtseg.config import DEFAULTS, ConfigError, _merge
 from rtseg.data.datasets import build_dataset, dataset_classes
 from rtseg.data.labels import CITYSCAPES_CATEGORIES
 from rtseg.data.memory import maybe_in_memory
+from rtseg.data.normalization import get_normalization
 from rtseg.data.sampling import EpochBatchSampler
 from rtseg.data.transforms import EvalTransform, TrainTransform
 from rtseg.engine.distributed import DistributedContext
 from rtseg.engine.losses import build_criterion
 from rtseg.engine.precision import forward_loss, optimizer_step, prepare_model, resolve_precision
 from rtseg.engine.schedules import LearningRateSchedule
-from rtseg.evaluation import EvalProtocol, segment_logits
+from rtseg.evaluation import EvalProtocol, protocol_record, segment_logits
 from rtseg.gradual_grouping import GradualGroupingSchedule, convert_state_dict, gradual_layers
 from rtseg.metrics import ConfusionMatrix
 from rtseg.registry import create_model, get_entry
@@ -89,16 +91,19 @@ def _seed_everything(seed: int) -> None:
 
 
 @torch.inference_mode()
-def evaluate_model(model: nn.Module, loader, num_classes: int, device: torch.device, ignore_index: int = 255, progress: bool = False, protocol=None) -> ConfusionMatrix:
+def evaluate_model(model: nn.Module, loader, num_classes: int, device: torch.device, ignore_index: int = 255, progress: bool = False, protocol=None,
+                   class_map: torch.Tensor | None = None) -> ConfusionMatrix:
     """Confusion matrix of ``model`` over ``loader``; logits are resized to the label size before the argmax
-    (``protocol``: an :class:`rtseg.evaluation.EvalProtocol` for sliding-window, flip or multi-scale testing)."""
+    (``protocol``: an :class:`rtseg.evaluation.EvalProtocol` for sliding-window, flip or multi-scale testing;
+    ``class_map``: model output index -> dataset class, from :func:`rtseg.evaluation.class_mapping`)."""
     from tqdm.auto import tqdm
 
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index)
     for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress):
         scores = segment_logits(model, images.to(device), tuple(labels.shape[-2:]), protocol)
-        cm.update(scores.argmax(1).cpu(), labels)
+        prediction = scores.argmax(1).cpu()
+        cm.update(prediction if class_map is None else class_map[prediction], labels)
     return cm
 
 
@@ -129,13 +134,15 @@ class Trainer:
         self.num_classes = num_classes
         self.model = create_model(mcfg["name"], num_classes=num_classes, **(mcfg.get("options") or {})).to(self.device)
         if init_weights is not None:
-            state = extract_state_dict(load_file(init_weights), str(init_weights))
+            state = extract_state_dict(read_weights(init_weights)[0], str(init_weights))
             # a gradual-grouping stage hands dense pointwise weights to a grouped model: cut them to its groups
             self.init_report = load_weights(self.model, convert_state_dict(state, self.model), strict=False)
         self.gradual = GradualGroupingSchedule.from_config(cfg["gradual_grouping"]) if gradual_layers(self.model) else None
         norm = dcfg.get("normalization") or get_entry(mcfg["name"]).normalization
         self.normalization = norm
-        self.model.normalization = norm
+        # the outputs are the dataset's classes (any outputs beyond them predict void)
+        named = self.classes if self.classes.num_classes <= num_classes else None
+        self.model.rtseg_card = card_of(self.model).replace(normalization=get_normalization(norm), classes=named)
 
         crop_sizes = dcfg.get("crop_sizes")
         size = tuple(dcfg["image_size"]) if dcfg.get("image_size") and dcfg.get("dataset") != "synthetic" else None
@@ -302,9 +309,11 @@ class Trainer:
                             board.add_scalar(key, value, epoch + 1)
                     board.flush()
                 extra = self._state(epoch)
+                self.model.rtseg_card = self._card(epoch, last_metrics if "val_miou" in row else None)
                 save_checkpoint(self.out_dir / "last.pt", self.model, **extra)
                 if is_best:
                     save_checkpoint(self.out_dir / "best.pt", self.model, **extra, metrics=last_metrics)
+                    save_weights(self.out_dir / "best.safetensors", self.model, self.model.rtseg_card)
             self.dist.barrier()  # no process runs ahead of a checkpoint being written
             if self.progress:
                 msg = f"epoch {epoch + 1}/{self.epochs}  loss {row['train_loss']:.4f}  {row['images_per_s']:.1f} img/s"
@@ -318,6 +327,31 @@ class Trainer:
             board.close()
         self.dist.barrier()
         return summary
+
+    def _card(self, epoch: int, metrics: dict[str, Any] | None) -> ModelCard:
+        """The model card after ``epoch``: how it was trained so far and, when it was validated, its scores."""
+        import rtseg
+
+        dcfg, hardware = self.config["data"], hardware_description(self.device)
+        dataset = dcfg["dataset"] + (f" ({Path(dcfg['root']).name})" if dcfg["dataset"] == "folder" else "")
+        training = TrainingRecord(
+            dataset=dataset, split=dcfg.get("train_split", "train"), images=len(self.train_set.base), recipe=self.config.get("recipe"),
+            config=self.config, epochs=epoch + 1, iterations=self.iteration,
+            wall_time_s=round(sum(float(r.get("epoch_s", 0.0)) for r in self.history), 1),
+            hardware=hardware + (f" x {self.dist.world_size} processes" if self.dist.enabled else ""),
+            torch_version=torch.__version__, rtseg_version=rtseg.__version__,
+        )
+        scores: tuple[Metrics, ...] = ()
+        if metrics:
+            ecfg = self.config.get("eval") or {}
+            protocol = EvalProtocol(ecfg.get("scales") or [1.0], ecfg.get("flip", False), ecfg.get("window"), ecfg.get("stride"))
+            scores = (Metrics(
+                dataset=dataset, split=dcfg.get("val_split", "val"), miou=float(metrics["miou"]), per_class_iou=dict(metrics["per_class_iou"]),
+                pixel_accuracy=metrics.get("pixel_accuracy"), images=len(self.val_set.base), epoch=epoch + 1,
+                protocol=protocol_record(protocol, dcfg.get("image_size")),
+                measured_with=f"rtseg {rtseg.__version__} trainer validation, torch {torch.__version__}, {hardware}",
+            ),)
+        return card_of(self.model).replace(training=training, metrics=scores)
 
     def _write_csv(self) -> None:
         keys: list[str] = []

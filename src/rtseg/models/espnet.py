@@ -1,8 +1,9 @@
 """ESPNet (Mehta et al., "ESPNet: Efficient Spatial Pyramid of Dilated Convolutions for Semantic Segmentation", ECCV 2018).
 
-Module and parameter names follow the official release, so its ``decoder_espnet_p_2_q_8.pth``
-(ESPNet) and ``encoder_espnet_p_2_q_8.pth`` (ESPNet-C) state dicts load with strict key checking.
-Those weights expect the ``espnet`` normalisation preset (BGR, 0-255 mean/std, then /255).
+Module and parameter names follow the official release, so its ESPNet, ESPNet-C and CamVid ESPNet state
+dicts load with strict key checking. They are registered pretrained weights (``rtseg.pretrained``): their
+cards supply the output count, the CamVid file's ``decoder_skip`` and the normalisation each expects
+(``espnet`` or ``espnet-camvid``: BGR, 0-255 mean/std, then /255).
 """
 from __future__ import annotations
 
