@@ -339,7 +339,7 @@ class Trainer:
             config=self.config, epochs=epoch + 1, iterations=self.iteration,
             wall_time_s=round(sum(float(r.get("epoch_s", 0.0)) for r in self.history), 1),
             hardware=hardware + (f" x {self.dist.world_size} processes" if self.dist.enabled else ""),
-            torch_version=torch.__version__, rtseg_version=rtseg.__version__,
+            torch_version=str(torch.__version__), rtseg_version=str(rtseg.__version__),
         )
         scores: tuple[Metrics, ...] = ()
         if metrics:
