@@ -182,15 +182,18 @@ class ModelCard:
 
 
 def _plain(value: Any) -> Any:
-    """JSON-safe plain data: tuples become lists, non-finite floats None, anything else unknown its text."""
+    """Plain JSON data of built-in types: tuples become lists, non-finite floats None, anything else its text."""
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (str, int, bool)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, int):
+        return int(value)
+    # str subclasses too (torch.__version__ is one): weights_only loading accepts only the plain types
     return str(value)
 
 
