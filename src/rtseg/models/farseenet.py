@@ -3,10 +3,12 @@ Aggregation and Feature Space Super-resolution", ICRA 2020).
 
 Front-end: ResNet-18 (any registered backbone works); high-level features from its last stage, low-level
 features from ``conv3_x`` (torchvision's ``layer2``, stride 8). Back-end: the cascaded factorized ASPP
-(CF-ASPP, section III-B) and feature-space super-resolution by two sub-pixel convolutions (section III-C),
-so a half-resolution input yields a full-resolution output (``output_scale=2``). ``method`` selects the
-four back-ends of the ablation (Table I). The paper's Fig. 3 is not available; every choice it would
-settle is recorded in docs/fidelity.md ("FarSee-Net").
+(CF-ASPP, section III-B) with feature-space super-resolution by two sub-pixel convolutions (section III-C):
+one between the two F-ASPPs, one producing the class maps (``subpixel_layout="cascade"``; "head" puts
+both after the cascade). A half-resolution input yields a full-resolution output (``output_scale=2``);
+``output_scale=1`` predicts at the input's own size with the same weights. ``method`` selects the four
+back-ends of the ablation (Table I). The paper's Fig. 3 is not available; every choice it would settle
+is recorded in docs/fidelity.md ("FarSee-Net").
 """
 from __future__ import annotations
 
@@ -121,7 +123,11 @@ class CFASPP(nn.Module):
 
 
 class FarSeeNet(SegmentationModel):
-    """FarSee-Net; ``method`` 1-4 are the back-ends of Table I, ``output_scale`` the output/input size ratio."""
+    """FarSee-Net; ``method`` 1-4 are the back-ends of Table I, ``output_scale`` the output/input size ratio.
+
+    With ``subpixel_layout="cascade"`` the weights do not depend on ``output_scale`` (only the final bilinear
+    step does), so a network trained on half-size inputs can also be built with ``output_scale=1``.
+    """
 
     def __init__(
         self,
@@ -132,7 +138,7 @@ class FarSeeNet(SegmentationModel):
         low_level_stage: str | None = None,
         rates: tuple[int, ...] = ASPP_RATES,
         pretrained: str | os.PathLike | None = None,
-        subpixel_layout: str = "head",
+        subpixel_layout: str = "cascade",
     ):
         super().__init__()
         if subpixel_layout not in SUBPIXEL_LAYOUTS:
@@ -200,21 +206,21 @@ def farseenet(
     output_scale: int = 2,
     low_level_stage: str | None = None,
     pretrained: str | None = None,
-    subpixel_layout: str = "head",
+    subpixel_layout: str = "cascade",
 ) -> FarSeeNet:
     """FarSee-Net: front-end + CF-ASPP + feature-space super-resolution (output twice the input size)."""
     return FarSeeNet(num_classes, backbone, method, output_scale, low_level_stage, ASPP_RATES, pretrained, subpixel_layout)
 
 
 _OURS = "our count (FarSee-Net reports no parameter figures; see docs/fidelity.md)"
-register_model("farseenet", paper=PAPER, expected_params=12_809_968, params_source=_OURS)(farseenet)
+register_model("farseenet", paper=PAPER, expected_params=13_600_496, params_source=_OURS)(farseenet)
 _METHOD_DESCRIPTIONS = {
     1: "FarSee-Net Table I method 1: ResNet-18 + ASPP + DeepLabv3+ decoder",
     2: "FarSee-Net Table I method 2: ResNet-18 + F-ASPP + DeepLabv3+ decoder",
     3: "FarSee-Net Table I method 3: ResNet-18 + CF-ASPP, no decoder, no super-resolution",
     4: "FarSee-Net Table I method 4: the full network (same as farseenet)",
 }
-_METHOD_PARAMS = {1: 16_610_739, 2: 13_473_459, 3: 12_506_963, 4: 12_809_968}
+_METHOD_PARAMS = {1: 16_610_739, 2: 13_473_459, 3: 12_506_963, 4: 13_600_496}
 for _m, _desc in _METHOD_DESCRIPTIONS.items():
     register_model(
         f"farseenet-method{_m}", paper=PAPER, description=_desc, defaults={"method": _m}, expected_params=_METHOD_PARAMS[_m], params_source=_OURS
@@ -224,6 +230,6 @@ register_model(
     paper=PAPER,
     description="FarSee-Net back-end on MobileNetV2 (the paper's plug-in claim; not in its tables)",
     defaults={"backbone": "mobilenetv2"},
-    expected_params=4_778_928,
+    expected_params=5_569_456,
     params_source=_OURS,
 )(farseenet)
