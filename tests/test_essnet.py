@@ -391,13 +391,36 @@ def test_wspdnet_follows_table_4_2():
     assert kernels == [3, 3, 3, 5, 5]
     assert [m.conv3x1_1.kernel_size[0] for m in model.decoder if isinstance(m, NonBottleneck1D)] == [5, 5, 3, 3]
     dws = [m for m in model.encoder if isinstance(m, DWSDil)]
-    assert len(dws) == 2
+    # "18 layers" against ERFNet's 23, an encoder "five" layers shorter than ERFNet's 16, Table 4.2's "9-11"
+    assert len(dws) == 3
+    assert 1 + len(model.encoder) + len(model.decoder) + 1 == 18
+    assert 1 + len(model.encoder) == 16 - 5
     assert [c.dilation[0] for c in dws[0].depthwise] == [2, 4, 8, 16]
     assert all(c.groups == c.in_channels == 128 for c in dws[0].depthwise)
-    # the 18-layer reading of the text: one more DWS-Dil layer
-    deeper = rtseg.create_model("wspdnet", dws_dil_layers=3)
-    layers = 1 + len(deeper.encoder) + len(deeper.decoder) + 1
-    assert layers == 18
+    # the asymmetric pair works per channel and each dilated branch has its own 1x1 (docs/fidelity.md)
+    assert dws[0].conv3x1.groups == dws[0].conv1x3.groups == 128
+    assert len(dws[0].pointwise) == 4 and all(pw.kernel_size == (1, 1) and pw.groups == 1 for pw in dws[0].pointwise)
+
+
+def test_wspdnet_readings_against_the_thesis_figures():
+    # Only three layers fit the layer counts; with three, only the light DWS-Dil fits 0.67 M: a dense
+    # 128-channel 3x1 / 1x3 pair alone (98,560 parameters) would put three layers 25 % over.
+    assert abs(rel(counts("wspdnet")[0], 670_000)) < 0.05
+    former = counts("wspdnet", dws_dil_layers=2, dws_dil_pair="dense", dws_dil_pointwise="shared")[0]
+    assert former == 716_223 and abs(rel(former, 670_000)) < 0.07
+    assert rel(counts("wspdnet", dws_dil_pair="dense", dws_dil_pointwise="shared")[0], 670_000) > 0.2
+    with pytest.raises(ValueError, match="dws_dil_pair"):
+        rtseg.create_model("wspdnet", dws_dil_pair="grouped")
+
+
+def test_dws_dil_readings_are_residual_and_keep_the_shape():
+    for pair, pointwise in (("depthwise", "per-branch"), ("dense", "shared")):
+        layer = DWSDil(16, pair=pair, pointwise=pointwise).eval()
+        x = torch.randn(2, 16, 12, 20)
+        assert layer(x).shape == x.shape
+        nn.init.zeros_(layer.bn2.weight)  # a zero residual branch leaves relu(x)
+        nn.init.zeros_(layer.bn2.bias)
+        assert torch.allclose(layer(x), torch.relu(x))
 
 
 def test_gradual_grouping_needs_a_grouped_variant():
