@@ -61,7 +61,7 @@ def alternatives() -> None:
     import torch.nn as nn
 
     from rtseg.models.deeplab import ConvBNReLU
-    from rtseg.models.farseenet import FASPP, SubPixelConv
+    from rtseg.models.farseenet import FASPP
 
     class FASPPWithoutPooling(FASPP):
         def __init__(self, in_ch, channels, rates=(6, 12, 18)):
@@ -80,18 +80,6 @@ def alternatives() -> None:
 
         def forward(self, high, low):
             return self.cf(high, self.reduce(low))
-
-    class EarlySR(nn.Module):  # sub-pixel 1/32 -> 1/8 between the F-ASPPs, then sub-pixel to 1/2 input, bilinear x4
-        def __init__(self, model):
-            super().__init__()
-            cf = model.context
-            self.high, self.low = cf.high, cf.low
-            self.up1 = SubPixelConv(256, 256, 4)
-            self.up2 = SubPixelConv(128, model.num_classes, 4, last=True)
-
-        def forward(self, high, low):
-            x = self.low(torch.cat([self.up1(self.high(high)), low], 1))
-            return self.up2(x)
 
     def report(label, model):
         c = count_flops(model, (512, 1024))
@@ -114,11 +102,10 @@ def alternatives() -> None:
     with torch.device("meta"):
         m.context = ReducedLowLevel(m.context, 128)
     report("low-level features reduced to 48 channels first", m.eval())
-    m = meta("farseenet")
-    with torch.device("meta"):
-        m.context, m.head = EarlySR(m), nn.Identity()
-    report("first sub-pixel conv between the F-ASPPs (output 1/2 input, then bilinear)", m.eval())
-    report("low-level features from layer3 (conv4_x), t = 4 then 8", meta("farseenet", low_level_stage="layer3"))
+    report("both sub-pixel convs after the cascade (subpixel_layout='head'; default before issue 16)", meta("farseenet", subpixel_layout="head"))
+    report("head layout, low-level features from layer3 (conv4_x), t = 4 then 8",
+           meta("farseenet", subpixel_layout="head", low_level_stage="layer3"))
+    report("cascade layout, low-level features from layer3 (conv4_x)", meta("farseenet", low_level_stage="layer3"))
 
 
 def latency(iters: int, warmup: int) -> None:

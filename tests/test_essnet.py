@@ -65,9 +65,12 @@ THESIS_GFLOPS = {
         "essnet-a-dg4s": 18.595,
         "essnet-a-dg8s": 18.394,
     },
-    "3.5": {"essnet-d": 5.773, "essnet-dg2": 4.029, "essnet-dg4": 3.156},
     "4.1": {"essnet-d-trans4x": 5.31, "essnet-d-trans8x": 4.89, "essnet-d-nodec": 4.70},
 }
+# Table 3.5's GFLOPs are not compared within 15 % with our count: the thesis counts transposed
+# convolutions per output pixel, which the ESSNet rows' 1x1 upsampling blocks make matter more than in
+# Tables 3.2 / 3.4 (ours 7.09 / 5.34 / 4.47 G); they are checked exactly under that convention
+# (test_gflops_are_a_constant_offset_under_the_per_output_pixel_convention).
 # Table 4.1's "ESSNet-enc-UPS (proposed)" row (7.41) is checked separately: test_table_4_1_ups_row.
 THESIS_ERFNET = {"params": 2_038_448, "gflops": 27.705}  # baseline rows of Tables 3.2 and 3.5
 
@@ -121,7 +124,7 @@ def test_erfnet_baseline_row():
 
 
 @pytest.mark.parametrize(
-    "table,figure,index", [(t, "params", 0) for t in ("3.2", "3.4", "3.5")] + [(t, "gflops", 1) for t in ("3.2", "3.4", "3.5", "4.1")]
+    "table,figure,index", [(t, "params", 0) for t in ("3.2", "3.4")] + [(t, "gflops", 1) for t in ("3.2", "3.4", "4.1")]
 )
 def test_ratios_between_variants_match_thesis(table, figure, index):
     rows = (THESIS_PARAMS if figure == "params" else THESIS_GFLOPS)[table]
@@ -162,6 +165,23 @@ GFLOP_DELTAS = [
     ("erfnet", "essnet-b-d", 27.705 - 10.597),
 ]
 
+# Every row whose figures are consistent with its table (the D rows of Tables 3.2 / 3.4 are not, see
+# below) and the ERFNet baseline: thesis parameters and GFLOPs.
+CONSISTENT_ROWS = {
+    "erfnet": (2_038_448, 27.705),
+    "essnet-b-dg2": (395_568, 8.852),
+    "essnet-b-dg4": (319_792, 7.980),
+    "essnet-b-dg8": (281_904, 7.543),
+    "essnet-a-dg2": (1_238_960, 18.998),
+    "essnet-a-dg4": (1_202_096, 18.595),
+    "essnet-a-dg8": (1_183_664, 18.394),
+    "essnet-d": (431_312, 5.773),
+    "essnet-dg2": (279_760, 4.029),
+    "essnet-dg4": (203_984, 3.156),
+}
+SHARED_PARAM_OFFSET = 25_743  # ours minus the thesis's on the parts every row shares (downsamplers, ERFNet decoder)
+SHARED_GFLOP_OFFSET = 2.095  # the same, in G MACs with transposed convolutions counted per output pixel
+
 
 @pytest.mark.parametrize("a,b,delta", PARAM_DELTAS)
 def test_parameter_differences_between_rows_are_exact(a, b, delta):
@@ -172,6 +192,29 @@ def test_parameter_differences_between_rows_are_exact(a, b, delta):
 def test_gflop_differences_between_rows_match_to_the_printed_digit(a, b, delta):
     # each thesis figure is rounded to 0.001, so a difference of two is good to 0.001
     assert abs((counts(a)[1] - counts(b)[1]) / 1e9 - delta) <= 0.0011
+
+
+@pytest.mark.parametrize("name", CONSISTENT_ROWS)
+def test_parameters_are_the_thesis_plus_one_constant_offset(name):
+    # One offset for ERFNet, the grouped rows of Tables 3.2 / 3.4 and all three rows of Table 3.5: the
+    # ESSNet rows pin its decoder to one non-bottleneck-1D + one conv-module per stage ("mixed").
+    assert counts(name)[0] - CONSISTENT_ROWS[name][0] == SHARED_PARAM_OFFSET
+
+
+@pytest.mark.parametrize("name", CONSISTENT_ROWS)
+def test_gflops_are_a_constant_offset_under_the_per_output_pixel_convention(name):
+    # thop-style: a transposed convolution costs (its taps x input channels) per *output* element.
+    with torch.device("meta"):
+        model = rtseg.create_model(name).eval()
+    per_output = counts(name)[1] + _transposed_macs_per_output(model, SIZE) - _transposed_macs_per_input(model, SIZE)
+    assert abs(per_output / 1e9 - CONSISTENT_ROWS[name][1] - SHARED_GFLOP_OFFSET) <= 0.0015
+
+
+def test_the_two_conv_module_decoder_reading_misses_table_3_5():
+    # the former default: both decoder layers of each stage conv-modules; 42,080 parameters short of every row
+    for name in ("essnet-d", "essnet-dg2", "essnet-dg4"):
+        params = counts(name, decoder_layers="conv-module")[0]
+        assert CONSISTENT_ROWS[name][0] + SHARED_PARAM_OFFSET - params == 42_080
 
 
 def test_thesis_gflops_are_multiply_accumulates():
@@ -198,6 +241,23 @@ def _transposed_macs_per_output(model: nn.Module, size) -> int:
         nonlocal total
         kh, kw = module.kernel_size
         total += output.numel() * module.in_channels // module.groups * kh * kw
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.ConvTranspose2d)]
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, *size, device=next(model.parameters()).device))
+    for h in handles:
+        h.remove()
+    return total
+
+
+def _transposed_macs_per_input(model: nn.Module, size) -> int:
+    """MACs of the transposed convolutions as torch's flop counter counts them: per input pixel."""
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        kh, kw = module.kernel_size
+        total += inputs[0].numel() * module.out_channels // module.groups * kh * kw
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.ConvTranspose2d)]
     with torch.inference_mode():
@@ -283,10 +343,12 @@ def test_essneta_encoder_follows_table_3_3():
     assert [m.conv3x1_2.dilation[0] for m in model.encoder.layers[7:11]] == [2, 4, 8, 16]
 
 
-def test_essnet_decoder_uses_conv_modules_and_1x1_upsampling():
+def test_essnet_decoder_uses_1x1_upsampling_and_one_conv_module_per_stage():
     model = rtseg.create_model("essnet-dg4")
     kinds = [type(m).__name__ for m in model.decoder.layers]
-    assert kinds == ["Upsampling1x1Block", "ConvModule", "ConvModule"] * 2
+    assert kinds == ["Upsampling1x1Block", "NonBottleneck1D", "ConvModule"] * 2
+    former = rtseg.create_model("essnet-dg4", decoder_layers="conv-module")
+    assert [type(m).__name__ for m in former.decoder.layers] == ["Upsampling1x1Block", "ConvModule", "ConvModule"] * 2
     assert all(m.conv.kernel_size == (1, 1) for m in model.decoder.layers if isinstance(m, Upsampling1x1Block))
     # only the encoder is grouped (section 3.5.1): the decoder's conv-modules are D layers
     assert all(m.groups == 1 for m in model.decoder.layers if isinstance(m, ConvModule))
@@ -329,13 +391,36 @@ def test_wspdnet_follows_table_4_2():
     assert kernels == [3, 3, 3, 5, 5]
     assert [m.conv3x1_1.kernel_size[0] for m in model.decoder if isinstance(m, NonBottleneck1D)] == [5, 5, 3, 3]
     dws = [m for m in model.encoder if isinstance(m, DWSDil)]
-    assert len(dws) == 2
+    # "18 layers" against ERFNet's 23, an encoder "five" layers shorter than ERFNet's 16, Table 4.2's "9-11"
+    assert len(dws) == 3
+    assert 1 + len(model.encoder) + len(model.decoder) + 1 == 18
+    assert 1 + len(model.encoder) == 16 - 5
     assert [c.dilation[0] for c in dws[0].depthwise] == [2, 4, 8, 16]
     assert all(c.groups == c.in_channels == 128 for c in dws[0].depthwise)
-    # the 18-layer reading of the text: one more DWS-Dil layer
-    deeper = rtseg.create_model("wspdnet", dws_dil_layers=3)
-    layers = 1 + len(deeper.encoder) + len(deeper.decoder) + 1
-    assert layers == 18
+    # the asymmetric pair works per channel and each dilated branch has its own 1x1 (docs/fidelity.md)
+    assert dws[0].conv3x1.groups == dws[0].conv1x3.groups == 128
+    assert len(dws[0].pointwise) == 4 and all(pw.kernel_size == (1, 1) and pw.groups == 1 for pw in dws[0].pointwise)
+
+
+def test_wspdnet_readings_against_the_thesis_figures():
+    # Only three layers fit the layer counts; with three, only the light DWS-Dil fits 0.67 M: a dense
+    # 128-channel 3x1 / 1x3 pair alone (98,560 parameters) would put three layers 25 % over.
+    assert abs(rel(counts("wspdnet")[0], 670_000)) < 0.05
+    former = counts("wspdnet", dws_dil_layers=2, dws_dil_pair="dense", dws_dil_pointwise="shared")[0]
+    assert former == 716_223 and abs(rel(former, 670_000)) < 0.07
+    assert rel(counts("wspdnet", dws_dil_pair="dense", dws_dil_pointwise="shared")[0], 670_000) > 0.2
+    with pytest.raises(ValueError, match="dws_dil_pair"):
+        rtseg.create_model("wspdnet", dws_dil_pair="grouped")
+
+
+def test_dws_dil_readings_are_residual_and_keep_the_shape():
+    for pair, pointwise in (("depthwise", "per-branch"), ("dense", "shared")):
+        layer = DWSDil(16, pair=pair, pointwise=pointwise).eval()
+        x = torch.randn(2, 16, 12, 20)
+        assert layer(x).shape == x.shape
+        nn.init.zeros_(layer.bn2.weight)  # a zero residual branch leaves relu(x)
+        nn.init.zeros_(layer.bn2.bias)
+        assert torch.allclose(layer(x), torch.relu(x))
 
 
 def test_gradual_grouping_needs_a_grouped_variant():

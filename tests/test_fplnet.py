@@ -1,5 +1,8 @@
 """FPLNet against its paper: Table I formulas, the parameter counts of Tables IV and VI-X, Table II's layer
 shapes, the behaviour of the FPL module, FIR unit and options, and the training recipe."""
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
@@ -9,6 +12,8 @@ from rtseg.config import load_config
 from rtseg.efficiency import count_parameters
 from rtseg.models.espnet import ESPBlock
 from rtseg.models.fplnet import FIRUnit, FPLDownsampler, FPLModule
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -161,6 +166,20 @@ class TestBlocks:
             y = [b(local) for b in m.branches]
             fused = torch.cat([y[0], y[0] + y[1], y[1] + y[2], y[2] + y[3]], 1)
             assert torch.allclose(m(x), m.norm_act(fused + x), atol=1e-6)
+
+    def test_only_adjacent_fusion_fills_the_positions_dilation_skips(self):
+        # Why pff="adjacent" (docs/fidelity.md, FPLNet item 5): gridding is a sampling pattern. Adding the
+        # stage-1 output to a branch ("local") reads no position the branch does not already read; adding the
+        # neighbouring branch does, and the stage-1 3x3 is what makes the pair (2, 4) nearly gap-free.
+        spec = importlib.util.spec_from_file_location("fplnet_pff_support", TOOLS / "fplnet_pff_support.py")
+        tool = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tool)
+        torch.manual_seed(0)
+        none, local, adjacent = (tool.coverage(pff, channels=8) for pff in ("none", "local", "adjacent"))
+        assert local == none
+        assert all(a[0] > n[0] for a, n in zip(adjacent[1:], none[1:])) and adjacent[0] == none[0] == (49, 49)
+        assert adjacent[1] == (105, 121)
+        assert tool.coverage("adjacent", two_stage=False, channels=8)[1] == (17, 81)
 
     def test_fir_unit_is_parameter_free_and_orders_its_inputs(self):
         fir = FIRUnit()

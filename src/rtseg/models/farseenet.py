@@ -3,10 +3,12 @@ Aggregation and Feature Space Super-resolution", ICRA 2020).
 
 Front-end: ResNet-18 (any registered backbone works); high-level features from its last stage, low-level
 features from ``conv3_x`` (torchvision's ``layer2``, stride 8). Back-end: the cascaded factorized ASPP
-(CF-ASPP, section III-B) and feature-space super-resolution by two sub-pixel convolutions (section III-C),
-so a half-resolution input yields a full-resolution output (``output_scale=2``). ``method`` selects the
-four back-ends of the ablation (Table I). The paper's Fig. 3 is not available; every choice it would
-settle is recorded in docs/fidelity.md ("FarSee-Net").
+(CF-ASPP, section III-B) with feature-space super-resolution by two sub-pixel convolutions (section III-C):
+one between the two F-ASPPs, one producing the class maps (``subpixel_layout="cascade"``; "head" puts
+both after the cascade). A half-resolution input yields a full-resolution output (``output_scale=2``);
+``output_scale=1`` predicts at the input's own size with the same weights. ``method`` selects the four
+back-ends of the ablation (Table I). The paper's Fig. 3 is not available; every choice it would settle
+is recorded in docs/fidelity.md ("FarSee-Net").
 """
 from __future__ import annotations
 
@@ -22,13 +24,16 @@ from rtseg.models.deeplab import ASPP, ConvBNReLU, DeepLabV3PlusDecoder, ImagePo
 from rtseg.models.liteseg import default_feature_stages
 from rtseg.registry import register_model
 
-__all__ = ["FactorizedAtrousConv", "FASPP", "CFASPP", "SubPixelConv", "FarSeeNet", "METHODS"]
+__all__ = ["FactorizedAtrousConv", "FASPP", "CFASPP", "SubPixelConv", "FarSeeNet", "METHODS", "SUBPIXEL_LAYOUTS"]
 
 PAPER = "FarSee-Net (Zhang & Zhang, ICRA 2020)"
 ASPP_RATES = (6, 12, 18)
 FEATURE_STAGES = {"resnet18": ("conv3_x", "layer4")}
 
 # Table I: 1 = ASPP + DeepLabv3+ decoder, 2 = F-ASPP + decoder, 3 = CF-ASPP (no decoder, no SR), 4 = full.
+# Where Table I method 4 puts its two sub-pixel convolutions (section III-C; docs/fidelity.md):
+# "cascade": one between the two F-ASPPs, one after them; "head": both after the cascade.
+SUBPIXEL_LAYOUTS = ("cascade", "head")
 METHODS = {
     1: {"context": "aspp", "super_resolution": False},
     2: {"context": "faspp", "super_resolution": False},
@@ -68,21 +73,6 @@ class FASPP(nn.Module):
         return self.project(torch.cat([b(x) for b in self.branches] + [self.pool(x)], 1))
 
 
-class CFASPP(nn.Module):
-    """Cascaded F-ASPP (section III-B, Fig. 3): F-ASPP on the high-level features, upsampled to the low-level
-    features' resolution and concatenated with them, then a second F-ASPP with fewer channels."""
-
-    def __init__(self, high_ch: int, low_ch: int, channels: tuple[int, int] = (256, 128), rates: tuple[int, ...] = ASPP_RATES):
-        super().__init__()
-        self.high = FASPP(high_ch, channels[0], rates)
-        self.low = FASPP(channels[0] + low_ch, channels[1], rates)
-        self.out_channels = channels[1]
-
-    def forward(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(self.high(high), size=low.shape[-2:], mode="bilinear", align_corners=False)
-        return self.low(torch.cat([x, low], 1))
-
-
 class SubPixelConv(nn.Module):
     """Sub-pixel convolution (section III-C, Shi et al. 2016): a 1x1 conv to ``out_ch * t * t`` channels, then a
     periodic shuffle to ``t`` times the size. Intermediate ones have BN + ReLU; the last one yields class logits."""
@@ -101,8 +91,43 @@ class SubPixelConv(nn.Module):
         return self.shuffle(x)
 
 
+class CFASPP(nn.Module):
+    """Cascaded F-ASPP (section III-B, Fig. 3): F-ASPP on the high-level features, upsampled to the low-level
+    features' resolution and concatenated with them, then a second F-ASPP with fewer channels.
+
+    ``upsample_factor`` set: the step between the two F-ASPPs is a sub-pixel convolution with that factor
+    (feature-space super-resolution, section III-C); ``None``: bilinear (Table I method 3).
+    """
+
+    def __init__(
+        self,
+        high_ch: int,
+        low_ch: int,
+        channels: tuple[int, int] = (256, 128),
+        rates: tuple[int, ...] = ASPP_RATES,
+        upsample_factor: int | None = None,
+    ):
+        super().__init__()
+        self.high = FASPP(high_ch, channels[0], rates)
+        self.upsample = None if upsample_factor is None else SubPixelConv(channels[0], channels[0], upsample_factor)
+        self.low = FASPP(channels[0] + low_ch, channels[1], rates)
+        self.out_channels = channels[1]
+
+    def forward(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        x = self.high(high)
+        if self.upsample is not None:
+            x = self.upsample(x)
+        if x.shape[-2:] != low.shape[-2:]:
+            x = F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return self.low(torch.cat([x, low], 1))
+
+
 class FarSeeNet(SegmentationModel):
-    """FarSee-Net; ``method`` 1-4 are the back-ends of Table I, ``output_scale`` the output/input size ratio."""
+    """FarSee-Net; ``method`` 1-4 are the back-ends of Table I, ``output_scale`` the output/input size ratio.
+
+    With ``subpixel_layout="cascade"`` the weights do not depend on ``output_scale`` (only the final bilinear
+    step does), so a network trained on half-size inputs can also be built with ``output_scale=1``.
+    """
 
     def __init__(
         self,
@@ -113,8 +138,11 @@ class FarSeeNet(SegmentationModel):
         low_level_stage: str | None = None,
         rates: tuple[int, ...] = ASPP_RATES,
         pretrained: str | os.PathLike | None = None,
+        subpixel_layout: str = "cascade",
     ):
         super().__init__()
+        if subpixel_layout not in SUBPIXEL_LAYOUTS:
+            raise ValueError(f"subpixel_layout must be one of {', '.join(map(repr, SUBPIXEL_LAYOUTS))}, got {subpixel_layout!r}")
         if method not in METHODS:
             raise ValueError(f"method must be one of {sorted(METHODS)} (FarSee-Net Table I), got {method!r}")
         if output_scale not in (1, 2, 4):
@@ -126,22 +154,29 @@ class FarSeeNet(SegmentationModel):
         self.backbone = create_backbone(backbone, output_stride=32, out_stages=[low, high], pretrained=pretrained)
         self.low_stage, self.high_stage = low, high
         low_ch, high_ch = self.backbone.stage_channels(low), self.backbone.stage_channels(high)
-        low_stride = self.backbone.stage_stride(low)
+        low_stride, high_stride = self.backbone.stage_stride(low), self.backbone.stage_stride(high)
         self.num_classes = num_classes
         self.method = method
         self.size_divisor = 32
         self.output_scale = output_scale
         spec = METHODS[method]
         rates = tuple(rates)
+        self.subpixel_layout = subpixel_layout if spec["super_resolution"] else None
         if spec["context"] == "cfaspp":
-            self.context = CFASPP(high_ch, low_ch, (256, 128), rates)
             self.decoder = None
-            if spec["super_resolution"]:
-                # Two sub-pixel convs climb from the low-level stride to output_scale x the input size.
+            if spec["super_resolution"] and subpixel_layout == "cascade":
+                # One sub-pixel conv replaces the bilinear step between the F-ASPPs, the last one (t = 4) yields
+                # the class maps at stride low_stride / 4; bilinear takes them to the output size.
+                self.context = CFASPP(high_ch, low_ch, (256, 128), rates, upsample_factor=high_stride // low_stride)
+                self.head = SubPixelConv(128, num_classes, 4, last=True)
+            elif spec["super_resolution"]:
+                # Two sub-pixel convs after the cascade climb from the low-level stride to output_scale x the input size.
+                self.context = CFASPP(high_ch, low_ch, (256, 128), rates)
                 total = low_stride * output_scale
                 first = 4 if total >= 16 else 2
                 self.head = nn.Sequential(SubPixelConv(128, 128, first), SubPixelConv(128, num_classes, total // first, last=True))
             else:
+                self.context = CFASPP(high_ch, low_ch, (256, 128), rates)
                 self.head = nn.Conv2d(128, num_classes, 1)
         else:
             self.context = ASPP(high_ch, 256, rates) if spec["context"] == "aspp" else FASPP(high_ch, 256, rates)
@@ -171,20 +206,21 @@ def farseenet(
     output_scale: int = 2,
     low_level_stage: str | None = None,
     pretrained: str | None = None,
+    subpixel_layout: str = "cascade",
 ) -> FarSeeNet:
     """FarSee-Net: front-end + CF-ASPP + feature-space super-resolution (output twice the input size)."""
-    return FarSeeNet(num_classes, backbone, method, output_scale, low_level_stage, ASPP_RATES, pretrained)
+    return FarSeeNet(num_classes, backbone, method, output_scale, low_level_stage, ASPP_RATES, pretrained, subpixel_layout)
 
 
 _OURS = "our count (FarSee-Net reports no parameter figures; see docs/fidelity.md)"
-register_model("farseenet", paper=PAPER, expected_params=12_809_968, params_source=_OURS)(farseenet)
+register_model("farseenet", paper=PAPER, expected_params=13_600_496, params_source=_OURS)(farseenet)
 _METHOD_DESCRIPTIONS = {
     1: "FarSee-Net Table I method 1: ResNet-18 + ASPP + DeepLabv3+ decoder",
     2: "FarSee-Net Table I method 2: ResNet-18 + F-ASPP + DeepLabv3+ decoder",
     3: "FarSee-Net Table I method 3: ResNet-18 + CF-ASPP, no decoder, no super-resolution",
     4: "FarSee-Net Table I method 4: the full network (same as farseenet)",
 }
-_METHOD_PARAMS = {1: 16_610_739, 2: 13_473_459, 3: 12_506_963, 4: 12_809_968}
+_METHOD_PARAMS = {1: 16_610_739, 2: 13_473_459, 3: 12_506_963, 4: 13_600_496}
 for _m, _desc in _METHOD_DESCRIPTIONS.items():
     register_model(
         f"farseenet-method{_m}", paper=PAPER, description=_desc, defaults={"method": _m}, expected_params=_METHOD_PARAMS[_m], params_source=_OURS
@@ -194,6 +230,6 @@ register_model(
     paper=PAPER,
     description="FarSee-Net back-end on MobileNetV2 (the paper's plug-in claim; not in its tables)",
     defaults={"backbone": "mobilenetv2"},
-    expected_params=4_778_928,
+    expected_params=5_569_456,
     params_source=_OURS,
 )(farseenet)

@@ -90,8 +90,9 @@ class FPLModule(nn.Module):
     b factorized dilated branches (stage 2), pairwise feature fusion, concatenation, residual, BN + PReLU.
 
     ``factorization``: "composite" (paper: stage 1 symmetric, stage 2 factorized), "none" or "all" (Table X).
-    ``pff``: which pairs are added against gridding -- "adjacent" (branch k + branch k-1), "local"
-    (branch k + the stage-1 output) or "none" (plain concatenation).
+    ``pff``: which pairs are added against gridding -- "adjacent" (branch k + branch k-1: the only reading
+    that fills positions the dilated kernels skip), "local" (branch k + the stage-1 output) or "none"
+    (plain concatenation). The residual sum is ours: the paper names none.
     """
 
     def __init__(
