@@ -1,0 +1,114 @@
+"""Training speed and loss agreement of the trainer's precisions, measured side by side in one run.
+
+    python benchmarks/train_throughput.py --model fplnet --size 360x480 --batch 8 --threads 2 --rounds 5
+    python benchmarks/train_throughput.py --loss-curve --root ../shared/data/camvid   # + one CamVid epoch per precision
+
+Throughput: each precision gets its own copy of the model and optimizer; rounds alternate between them
+(warm-up first), each round timing ``--steps`` training steps (forward, fp32 loss, backward, Adam step) on
+one random batch; the median step time of each precision is reported, with its ratio to fp32 (the trainer's
+mode before train.precision existed). Loss curve: the camvid-<model> recipe's first epoch, with the same seed
+and so the same batches, once in fp32 and once in bf16; the per-iteration losses of both are written out.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from rtseg.efficiency import conditions  # noqa: E402
+from rtseg.engine.precision import forward_loss, optimizer_step, prepare_model, resolve_precision  # noqa: E402
+from rtseg.registry import create_model  # noqa: E402
+
+
+def throughput(model_name: str, size, batch: int, precisions: list[str], rounds: int, steps: int, num_classes: int = 11) -> dict:
+    torch.manual_seed(0)
+    base = create_model(model_name, num_classes=num_classes)
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(batch, 3, *size, generator=g), torch.randint(0, num_classes, (batch, *size), generator=g)
+    runs = {}
+    for name in precisions:
+        mode = resolve_precision(name, torch.device("cpu"))
+        model = prepare_model(copy.deepcopy(base).train(), mode)
+        runs[name] = (mode, model, torch.optim.Adam(model.parameters(), lr=1e-4), [])
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    criterion = nn.CrossEntropyLoss()
+    for r in range(rounds + 1):  # round 0 warms up every mode (oneDNN builds its kernels on first use)
+        for name, (mode, model, opt, times) in runs.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                optimizer_step(forward_loss(model, criterion, mode, images, labels), opt, scaler)
+            if r > 0:
+                times.append((time.perf_counter() - t0) / steps)
+    out = {}
+    ref = statistics.median(runs[precisions[0]][3])
+    for name, (mode, _, _, times) in runs.items():
+        step = statistics.median(times)
+        out[name] = {"precision": mode.describe(), "step_s_median": step, "images_per_s": batch / step, "speedup_vs_" + precisions[0]: ref / step, "step_s_all": times}
+    return out
+
+
+def loss_curve(model_name: str, root: str, precisions: list[str], threads: int) -> dict:
+    from rtseg.config import load_config
+    from rtseg.engine.trainer import Trainer
+
+    curves = {}
+    for name in precisions:
+        cfg = load_config(f"camvid-{model_name}", [f"data.root={root}", f"train.precision={name}", f"train.threads={threads}", "train.tensorboard=false"])
+        trainer = Trainer(cfg, Path("/tmp") / f"rtseg-loss-curve-{name}", progress=False)
+        losses, t0 = [], time.perf_counter()
+        for images, labels in trainer._loader(trainer.train_set, True, 0):
+            lr = trainer.schedule.apply(trainer.optimizer, trainer.iteration, 0)
+            loss = forward_loss(trainer.net, trainer.criterion, trainer.precision, images, labels)
+            optimizer_step(loss, trainer.optimizer, trainer.scaler)
+            trainer.iteration += 1
+            losses.append(round(loss.item(), 5))
+        curves[name] = {"precision": trainer.precision.describe(), "losses": losses, "epoch_s": time.perf_counter() - t0, "lr_last": lr}
+    return curves
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="fplnet")
+    p.add_argument("--size", default="360x480")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    p.add_argument("--loss-curve", action="store_true")
+    p.add_argument("--root", help="CamVid root for --loss-curve")
+    p.add_argument("--json", default="benchmarks/results-train-throughput.json")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    size = tuple(int(v) for v in a.size.split("x"))
+    record = {"model": a.model, "conditions": conditions(torch.device("cpu"), size, a.batch, 1, a.rounds, torch.float32)}
+    record["conditions"]["mode"] = f"train steps, {a.steps} per round, rounds interleaved across precisions, median"
+    record["throughput"] = throughput(a.model, size, a.batch, a.precisions, a.rounds, a.steps)
+    for name, r in record["throughput"].items():
+        print(f"{a.model} {name:5s} ({r['precision']}): {r['images_per_s']:.2f} img/s, median step {r['step_s_median']:.2f} s, "
+              f"x{r['speedup_vs_' + a.precisions[0]]:.2f} vs {a.precisions[0]}", flush=True)
+    if a.loss_curve:
+        if not a.root:
+            p.error("--loss-curve needs --root (the CamVid folder)")
+        record["loss_curve"] = loss_curve(a.model, a.root, a.precisions, a.threads)
+        curves = record["loss_curve"]
+        first, second = (curves[k]["losses"] for k in a.precisions[:2])
+        gaps = [abs(x - y) / x for x, y in zip(first, second)]
+        print(f"first CamVid epoch: {a.precisions[0]} loss {first[0]:.3f} -> {first[-1]:.3f}, {a.precisions[1]} {second[0]:.3f} -> {second[-1]:.3f}; "
+              f"mean relative gap {statistics.fmean(gaps):.3f}, largest {max(gaps):.3f}")
+    Path(a.json).write_text(json.dumps(record, indent=1))
+    print(f"written {a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
