@@ -327,3 +327,32 @@ def quantize_nncf(fp32_xml: str | Path, int8_xml: str | Path, calibration: str |
     ov.save_model(quantized, str(int8_xml), compress_to_fp16=False)
     size_bytes = int8_xml.stat().st_size + int8_xml.with_suffix(".bin").stat().st_size
     return {"path": str(int8_xml), "calibration_images": len(files), "bytes": size_bytes}
+
+
+def export_ir(model: nn.Module, path: str | Path, size: tuple[int, int], *, dynamic: bool = False, argmax: bool = False,
+              via: str = "onnx", verify: bool = True, int8_calibration: str | Path | None = None,
+              calibration_count: int = 32) -> dict[str, Any]:
+    """``rtseg export --format openvino``: the fp32 IR, or with ``int8_calibration`` its NNCF INT8 quantization."""
+    if int8_calibration is None:
+        return export_openvino(model, path, size, dynamic=dynamic, argmax=argmax, via=via, verify=verify)
+    if dynamic:
+        raise ExportError("INT8 needs a fixed --size: calibration runs at one input size")
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.xml"
+        record = export_openvino(model, fp32, size, argmax=argmax, via=via, verify=verify)
+        q = quantize_nncf(fp32, path, int8_calibration, calibration_count)
+    record.update(path=str(path), bytes=q["bytes"], int8=q)
+    return record
+
+
+def openvino_segmenter(model: str, size: tuple[int, int] | None, *, weights: str | None = None, num_classes: int | None = None,
+                       threads: int | None = None, precision: str = "fp32") -> OpenVINOSegmenter:
+    """``rtseg predict --backend openvino``: an IR file as it is, or a model / checkpoint exported once to a
+    temporary dynamic-shape IR."""
+    if str(model).endswith(".xml"):
+        return OpenVINOSegmenter(model, threads=threads, precision=precision)
+    from rtseg.inference import load_model
+
+    path = Path(tempfile.mkdtemp(prefix="rtseg-")) / "model.xml"
+    export_openvino(load_model(model, weights=weights, num_classes=num_classes), path, size or (256, 512), dynamic=True)
+    return OpenVINOSegmenter(path, threads=threads, precision=precision)
