@@ -125,3 +125,26 @@ def test_nncf_int8_export_keeps_metadata(tmp_path, capsys):
     labels = OpenVINOSegmenter(out).predict(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
     assert labels.shape == (48, 64) and labels.max() < 19
     assert main(["export", "espnet-c", "--format", "openvino", "--size", "48x64", "--int8", "--out", str(out)]) == 2
+
+
+def test_precision_benchmark_script_on_camvid_images(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import shared_path
+
+    camvid = shared_path("data", "camvid")
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "p.json"
+    cmd = [sys.executable, str(root / "benchmarks" / "precision_camvid.py"), "--model", "espnet-c", "--num-classes", "11",
+           "--root", str(camvid), "--size", "48x64", "--val-images", "1", "--calibration-count", "2", "--threads", "1",
+           "--paths", "torch-bf16", "openvino-bf16", "ort-int8", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(root / "src")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = json.loads(out.read_text())[0]
+    assert set(rec["paths"]) == {"torch-bf16", "openvino-bf16", "ort-int8"} and rec["images"] == 1
+    for p in rec["paths"].values():
+        assert 0.5 < p["argmax_agreement"] <= 1.0 and p["pass"] == (abs(p["miou_change"]) < p["goal"])
+    assert "| espnet-c | random |" in proc.stdout
