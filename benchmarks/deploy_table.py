@@ -158,12 +158,14 @@ def passes_accuracy(rec: dict, path: str, accuracy: dict | None = None) -> bool:
 
 
 def load_accuracy(path: Path) -> dict:
-    """model -> {path: passed} from benchmarks/precision_camvid.py records (their path names use '-')."""
+    """model -> {path: passed} from benchmarks/precision_camvid.py records (their path names use '-'); a path passes
+    for a model only if it passed for every set of weights measured."""
     out: dict = {}
     for r in json.loads(Path(path).read_text()):
-        name = Path(r["model"]).stem if r["model"].endswith(".pt") else r["model"]
         for k, p in r["paths"].items():
-            out.setdefault(name, {})[k.replace("-", "_")] = p["pass"]
+            key = k.replace("-", "_")
+            paths = out.setdefault(r["model"], {})
+            paths[key] = paths.get(key, True) and bool(p["pass"])  # several weights of one model: all must pass
     return out
 
 

@@ -165,7 +165,9 @@ def measure(args) -> dict:
                         times[k].append((time.perf_counter() - t0) * 1000.0)
                 timings = {k: statistics.median(v) for k, v in times.items()}
     miou = {k: cm.summary(classes.names)["miou"] for k, cm in cms.items()}
-    rec = {"model": str(args.model), "weights": args.weights or ("checkpoint" if Path(args.model).is_file() else "random"),
+    is_checkpoint = Path(args.model).is_file()
+    rec = {"model": (getattr(model, "rtseg_spec", None) or {}).get("name", str(args.model)) if is_checkpoint else str(args.model),
+           "weights": str(args.model) if is_checkpoint else (args.weights or "random"),
            "options": options, "normalization": get_normalization(norm or model.normalization).to_dict(),
            "data": args.data, "split": args.split, "images": len(dataset), "size": list(size), "threads": args.threads,
            "torch": torch.__version__, "miou_fp32": miou["fp32"], "paths": {}}

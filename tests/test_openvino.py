@@ -92,7 +92,7 @@ def test_export_cli_predict_and_bench(tmp_path, capsys):
     assert main(["export", "espnet-c", "--format", "openvino", "--dynamic", "--trace-size", "64x64", "--out", str(xml)]) == 0
     assert "verified: OpenVINO (fp32) vs PyTorch" in capsys.readouterr().out
     img = _image(tmp_path)
-    assert main(["predict", str(xml), str(img), "--out", str(tmp_path / "pred"), "--save-labels", "--threads", "1"]) == 0
+    assert main(["predict", str(xml), str(img), "--out", str(tmp_path / "pred"), "--save-labels", "--threads", "1", "--precision", "auto"]) == 0
     labels = np.asarray(Image.open(tmp_path / "pred" / "img_labels.png"))
     assert labels.shape == (40, 56) and labels.max() < 19
     # a model name with --backend openvino is exported on the fly; an arg-max IR outputs labels
@@ -105,6 +105,9 @@ def test_export_cli_predict_and_bench(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "openvino" in out and "precision      " in out
     assert main(["bench", "espnet-c", "--backend", "openvino", "--device", "cuda", "--size", "32x64"]) == 2
+    capsys.readouterr()
+    assert main(["bench", "espnet-c", "--precision", "bf16", "--size", "32x64"]) == 2  # plain PyTorch: --dtype, not --precision
+    assert "--precision bf16 applies with --optimize" in capsys.readouterr().err
 
 
 def test_nncf_int8_export_keeps_metadata(tmp_path, capsys):

@@ -175,6 +175,12 @@ def _optimized(model, args: argparse.Namespace, size=None):
                     compile_mode=args.compile_mode, device=device, timing_iters=3, precision=getattr(args, "precision", "fp32"))
 
 
+def _check_precision_option(args: argparse.Namespace) -> None:
+    openvino = getattr(args, "backend", "torch") == "openvino" or str(getattr(args, "model", "")).endswith(".xml")
+    if getattr(args, "precision", "fp32") != "fp32" and not openvino and not getattr(args, "optimize", False):
+        raise CLIError(f"--precision {args.precision} applies with --optimize or --backend openvino (for plain PyTorch in bench, use --dtype)")
+
+
 def _add_optimize_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimize", action="store_true", help="fold BatchNorm, drop dropout, group gradual layers (rtseg.optimize)")
     p.add_argument("--channels-last", choices=["off", "on", "auto"], default="auto",
@@ -194,6 +200,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rtseg.registry import list_models
 
     size = parse_size(args.size)
+    _check_precision_option(args)
     if args.device.startswith("cuda"):
         import torch
 
@@ -311,6 +318,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from rtseg.inference import overlay, parse_size
 
     size = parse_size(args.size)
+    _check_precision_option(args)
     if getattr(args, "threads", None):
         import torch
 
