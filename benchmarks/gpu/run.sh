@@ -38,7 +38,7 @@ import platform, torch
 print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
 if torch.cuda.is_available():
     print("gpu", torch.cuda.get_device_name(0), "capability", torch.cuda.get_device_capability(0), "cudnn", torch.backends.cudnn.version(),
-          "nccl", ".".join(map(str, torch.cuda.nccl.version())), "tf32 conv", torch.backends.cudnn.allow_tf32, "tf32 matmul", torch.backends.cuda.matmul.allow_tf32)
+          "nccl", torch.cuda.nccl.version(), "tf32 conv", torch.backends.cudnn.allow_tf32, "tf32 matmul", torch.backends.cuda.matmul.allow_tf32)
 PY
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
