@@ -41,3 +41,20 @@ def test_records_without_a_compiled_time_still_tabulate(deploy_table):
     del old["compiled_ms"]
     text = deploy_table.tables([old])
     assert "| old |" in text and "| - |" in text and "met by 1 of 1 models" in text
+
+
+def test_best_deployed_path_counts_only_paths_whose_accuracy_passes(deploy_table, tmp_path):
+    import json
+
+    fast_bf16 = record("m", 300.0, 290.0, 250.0, 200.0, 180.0)
+    fast_bf16.update(torch_bf16_ms=160.0, openvino_fp32_ms=170.0, openvino_bf16_ms=100.0,
+                     argmax_agreement={"torch_bf16": 0.995, "openvino_bf16": 0.98})  # OpenVINO bf16 below the 99 % bar
+    text = deploy_table.tables([fast_bf16])
+    assert "| 100.0 (fails accuracy) | 1.88x (torch bf16) |" in text  # 300 / 160
+    assert "met by 0 of 1 models; fastest path: torch bf16 for 1." in text and "- m: 1.88x (torch bf16)" in text
+    # measured on real data (benchmarks/precision_camvid.py), OpenVINO bf16 passes after all
+    acc = tmp_path / "acc.json"
+    acc.write_text(json.dumps([{"model": "m", "paths": {"openvino-bf16": {"pass": True}, "torch-bf16": {"pass": False}}}]))
+    text = deploy_table.tables([fast_bf16], deploy_table.load_accuracy(acc))
+    assert "| 160.0 (fails accuracy) | 170.0 | 100.0 | 3.00x (OpenVINO bf16) |" in text
+    assert "met by 1 of 1 models" in text

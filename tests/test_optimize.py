@@ -234,3 +234,55 @@ def test_bench_all_resets_compiled_graphs_between_models(monkeypatch, capsys):
     assert cli.main(["bench", "--all", "--filter", "espnet-c", "--size", "32x32", "--iters", "1", "--warmup", "1",
                      "--optimize", "--compile", "off", "--channels-last", "off"]) == 0
     assert len(resets) == 1
+
+
+def test_bf16_precision_converts_weights_and_keeps_the_arg_max():
+    from rtseg.deploy.optimize import BFloat16Model
+
+    model = randomise_batchnorm(rtseg.create_model("espnet-c", num_classes=19))
+    fast = optimize(model, (64, 96), compile=False, channels_last=False, precision="bf16")
+    report = fast.rtseg_optimization
+    assert report.precision == "bf16" and isinstance(fast, BFloat16Model)
+    assert all(p.dtype == torch.bfloat16 for p in fast.parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the original is untouched
+    x = torch.randn(1, 3, 72, 100)
+    with torch.inference_mode():
+        out = fast(x)
+        cmp = compare_outputs(model(x), out)
+    assert out.dtype == torch.float32
+    assert 0 < cmp["max_abs_diff"] < 0.1 and cmp["argmax_agreement"] > 0.95
+    assert "bf16" in report.summary() and fast.normalization == model.normalization
+
+
+def test_auto_precision_follows_the_cpu_and_the_accuracy_check(monkeypatch):
+    from rtseg.deploy import precision
+
+    model = randomise_batchnorm(rtseg.create_model("espnet-c", num_classes=19))
+    monkeypatch.setattr(precision, "native_bf16", lambda: (False, "no bf16 flags (test)"))
+    fast = optimize(model, (32, 64), compile=False, precision="auto")
+    assert fast.rtseg_optimization.precision == "fp32" and "no bf16 flags" in fast.rtseg_optimization.precision_reason
+    assert fast.rtseg_optimization.max_abs_diff < 1e-4
+    monkeypatch.setattr(precision, "native_bf16", lambda: (True, "flags (test)"))
+    check = torch.randn(1, 3, 40, 48)  # the check runs on the given input, at its own size
+    fast = optimize(model, (32, 64), compile=False, precision="auto", check_input=check, min_agreement=1.01)
+    assert fast.rtseg_optimization.precision == "fp32" and "failed" in fast.rtseg_optimization.precision_reason
+    fast = optimize(model, (32, 64), compile=False, precision="auto", check_input=check, min_agreement=0.5)
+    assert fast.rtseg_optimization.precision == "bf16" and fast.rtseg_optimization.argmax_agreement > 0.5
+    with pytest.raises(ValueError, match="precision must be one of"):
+        optimize(model, (32, 64), precision="fp16")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch._inductor") is None, reason="no inductor")
+def test_compiled_bf16_model_keeps_the_arg_max():
+    from rtseg.deploy.optimize import _compile_available
+
+    if _compile_available():
+        pytest.skip(_compile_available())
+    model = randomise_batchnorm(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 5, 1))).eval()
+    fast = optimize(model, (16, 16), compile=True, channels_last=True, precision="bf16")
+    assert fast.rtseg_optimization.compiled and fast.rtseg_optimization.precision == "bf16"
+    x = torch.randn(1, 3, 16, 16)
+    with torch.inference_mode():
+        cmp = compare_outputs(model(x), fast(x))
+    assert cmp["argmax_agreement"] > 0.95 and cmp["max_abs_diff"] < 0.1
+    torch._dynamo.reset()

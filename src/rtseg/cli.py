@@ -172,12 +172,18 @@ def _bench_one(name: str, args: argparse.Namespace, size) -> dict[str, Any]:
         from rtseg.efficiency import measure_training_throughput
 
         num_classes = getattr(model, "num_classes", None) or args.num_classes
-        record.update(measure_training_throughput(model, num_classes, size, args.batch, args.precision, args.device, args.warmup, args.iters, args.threads))
+        record.update(measure_training_throughput(model, num_classes, size, args.batch, args.precision or "auto", args.device, args.warmup, args.iters, args.threads))
         return record
     if getattr(args, "backend", "torch") == "onnxruntime":
         from rtseg.deploy.ort import measure_ort_latency
 
         record.update(measure_ort_latency(model, size, args.batch, args.warmup, args.iters, args.threads, args.device))
+        record["flops_counted_operations"] = COUNTED_OPERATIONS
+        return record
+    if getattr(args, "backend", "torch") == "openvino":
+        from rtseg.deploy.openvino_backend import measure_openvino_latency
+
+        record.update(measure_openvino_latency(model, size, args.batch, args.warmup, args.iters, args.threads, _inference_precision(args), args.device))
         record["flops_counted_operations"] = COUNTED_OPERATIONS
         return record
     if getattr(args, "optimize", False):
@@ -186,6 +192,9 @@ def _bench_one(name: str, args: argparse.Namespace, size) -> dict[str, Any]:
     record["flops_counted_operations"] = COUNTED_OPERATIONS
     record["flops_batch"] = 1
     record.update(measure_latency(model, size, args.batch, args.device, args.warmup, args.iters, dtype, args.threads))
+    if getattr(args, "optimize", False) and model.rtseg_optimization.precision != "fp32":
+        record["precision"] = model.rtseg_optimization.precision_reason
+        record["conditions"]["dtype"] = f"{model.rtseg_optimization.precision} (float32 input and logits)"
     return record
 
 
@@ -198,7 +207,22 @@ def _optimized(model, args: argparse.Namespace, size=None):
     device = "cpu" if device in (None, "auto") else device
     timing_size = size if size is not None else (256, 512)
     return optimize(model, timing_size, channels_last=pick[args.channels_last], compile=pick[args.compile],
-                    compile_mode=args.compile_mode, device=device, timing_iters=3)
+                    compile_mode=args.compile_mode, device=device, timing_iters=3, precision=_inference_precision(args))
+
+
+def _inference_precision(args: argparse.Namespace) -> str:
+    return getattr(args, "precision", None) or "fp32"
+
+
+def _check_precision_option(args: argparse.Namespace) -> None:
+    if getattr(args, "train", False):
+        return  # training steps take every train.precision
+    precision = _inference_precision(args)
+    if precision == "fp16":
+        raise CLIError("--precision fp16 applies to bench --train (CUDA); for fp16 inference in bench use --dtype fp16")
+    openvino = getattr(args, "backend", "torch") == "openvino" or str(getattr(args, "model", "")).endswith(".xml")
+    if precision != "fp32" and not openvino and not getattr(args, "optimize", False):
+        raise CLIError(f"--precision {precision} applies with --optimize or --backend openvino (for plain PyTorch in bench, use --dtype)")
 
 
 def _add_optimize_options(p: argparse.ArgumentParser) -> None:
@@ -210,6 +234,10 @@ def _add_optimize_options(p: argparse.ArgumentParser) -> None:
                         "compiling takes seconds to tens of seconds per model and input size, --compile off skips it)")
     p.add_argument("--compile-mode", default=None,
                    help="torch.compile mode, e.g. reduce-overhead (CUDA graphs on a GPU) or max-autotune")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
+                   help="with --optimize or --backend openvino (default fp32): bf16 inference on CPUs; auto picks bf16 only on a CPU "
+                        "with native bf16 whose arg-max agrees with fp32 on a check input. With bench --train (default auto): the "
+                        "trainer's train.precision")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -217,6 +245,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rtseg.registry import list_models
 
     size = parse_size(args.size)
+    _check_precision_option(args)
     if args.device.startswith("cuda"):
         import torch
 
@@ -252,6 +281,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"MACs           {rec['macs'] / 1e9:.3f} G  (FLOPs {rec['flops'] / 1e9:.3f} G = 2 x MACs; counted: convolutions and matrix products)")
             print(f"latency        mean {rec['latency_ms_mean']:.2f} ms, median {rec['latency_ms_median']:.2f} ms, p90 {rec['latency_ms_p90']:.2f} ms")
             print(f"throughput     {rec['fps']:.2f} FPS")
+            if "precision" in rec:
+                print(f"precision      {rec['precision']}")
             if "optimization" in rec:
                 print(f"optimized      {rec['optimization']}")
             if "backend" in rec:
@@ -303,6 +334,14 @@ def _segmenter(args: argparse.Namespace, size):
     backend = getattr(args, "backend", "torch")
     if str(args.model).endswith(".onnx"):
         backend = "onnxruntime"
+    if str(args.model).endswith(".xml"):
+        backend = "openvino"
+    if backend == "openvino":
+        from rtseg.deploy.openvino_backend import openvino_segmenter
+
+        seg = openvino_segmenter(args.model, size, weights=args.weights, num_classes=args.num_classes,
+                                 threads=getattr(args, "threads", None), precision=_inference_precision(args))
+        return (lambda rgb: seg.predict(rgb, size)), seg.class_info.palette
     if backend == "onnxruntime":
         from rtseg.deploy.ort import OnnxSegmenter
 
@@ -332,6 +371,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from rtseg.inference import overlay, parse_size
 
     size = parse_size(args.size)
+    _check_precision_option(args)
     if getattr(args, "threads", None):
         import torch
 
@@ -406,10 +446,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.dynamic and args.size:
         raise CLIError("--size and --dynamic exclude each other: a dynamic export has no fixed size (--size only sets the traced one with --trace-size)")
     if args.dynamic and args.format == "torchscript":
-        raise CLIError("--dynamic is for --format onnx; a TorchScript export is traced at one --size")
+        raise CLIError("--dynamic is for --format onnx or openvino; a TorchScript export is traced at one --size")
+    if args.int8 and args.format == "torchscript":
+        raise CLIError("--int8 is for --format onnx (ONNX Runtime) or openvino (NNCF)")
+    if args.int8 and (args.dynamic or not args.calibration):
+        raise CLIError("--int8 needs a fixed --size and --calibration FOLDER (images from the training data)")
     model = load_model(args.model, weights=args.weights, num_classes=args.num_classes)
     size = parse_size(args.size or args.trace_size)
-    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    suffix = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}[args.format]
     stem = Path(args.model).stem if Path(args.model).is_file() else args.model
     out = Path(args.out) if args.out else Path(f"{stem}{'-dynamic' if args.dynamic else f'-{size[0]}x{size[1]}'}{'-argmax' if args.argmax else ''}{suffix}")
     if args.format == "onnx":
@@ -431,6 +475,14 @@ def cmd_export(args: argparse.Namespace) -> int:
                   "(the verification below is of the FP32 graph before quantization)")
         else:
             record = export_onnx(model, out, size, dynamic=args.dynamic, argmax=args.argmax, opset=args.opset, verify=not args.no_verify)
+    elif args.format == "openvino":
+        from rtseg.deploy.openvino_backend import export_ir
+
+        record = export_ir(model, out, size, dynamic=args.dynamic, argmax=args.argmax, via=args.via, verify=not args.no_verify,
+                           int8_calibration=args.calibration if args.int8 else None, calibration_count=args.calibration_count)
+        if args.int8:
+            print(f"INT8 NNCF post-training quantization calibrated on {record['int8']['calibration_images']} images from {args.calibration} "
+                  "(the verification below is of the FP32 IR before quantization)")
     else:
         from rtseg.deploy.torchscript_export import export_torchscript
 
@@ -439,7 +491,7 @@ def cmd_export(args: argparse.Namespace) -> int:
           f"input {'dynamic N x 3 x H x W' if args.dynamic else f'1 x 3 x {size[0]} x {size[1]}'}, output {'labels' if args.argmax else 'logits'})")
     v = record.get("verification")
     if v:
-        runtime = "ONNX Runtime" if args.format == "onnx" else "the reloaded TorchScript"
+        runtime = {"onnx": "ONNX Runtime", "openvino": "OpenVINO (fp32)", "torchscript": "the reloaded TorchScript"}[args.format]
         diff = f"max |logit diff| {v['max_abs_diff']:.2e}, " if "max_abs_diff" in v else ""
         print(f"verified: {runtime} vs PyTorch{' at ' + 'x'.join(map(str, v['size'])) if 'size' in v else ''}: {diff}arg-max agreement {100 * v['argmax_agreement']:.3f} %")
     return 0
@@ -547,9 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, help="output count of a model name without weights that say it (default 19)")
     p.add_argument("--json", help="write the record(s) as JSON to this file")
     _add_optimize_options(p)
-    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch", help="run PyTorch or an ONNX export under ONNX Runtime")
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default="torch",
+                   help="run PyTorch, an ONNX export under ONNX Runtime or an OpenVINO IR (CPU)")
     p.add_argument("--train", action="store_true", help="time training steps (forward, fp32 loss, backward, Adam step) instead of inference")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto", help="with --train: the trainer's train.precision")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="train a small model on synthetic scenes, evaluate, benchmark and predict")
@@ -560,17 +612,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a model or checkpoint to ONNX or TorchScript, verified after export")
     p.add_argument("model", help="an rtseg checkpoint (.pt) or a registered model name")
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--format", choices=["onnx", "torchscript", "openvino"], default="onnx",
+                   help="onnx, torchscript or openvino (an IR: NAME.xml + NAME.bin)")
+    p.add_argument("--via", choices=["onnx", "torch"], default="onnx",
+                   help="openvino: convert the verified ONNX export (default) or the PyTorch model directly")
     p.add_argument("--size", help="fixed input HxW (default 512x1024)")
-    p.add_argument("--dynamic", action="store_true", help="ONNX: free batch, height and width")
+    p.add_argument("--dynamic", action="store_true", help="ONNX / OpenVINO: free batch, height and width")
     p.add_argument("--trace-size", default="512x1024", help="with --dynamic: the HxW traced with (default 512x1024)")
     p.add_argument("--argmax", action="store_true", help="end the graph in an arg-max: outputs the int64 label map instead of logits")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
-    p.add_argument("--out", help="output file (default: MODEL-SIZE[-argmax].onnx / .pt in the current folder)")
+    p.add_argument("--out", help="output file (default: MODEL-SIZE[-argmax].onnx / .xml / .pt in the current folder)")
     p.add_argument("--weights", help=weights_help)
     p.add_argument("--num-classes", type=int)
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime / reload check against PyTorch")
-    p.add_argument("--int8", action="store_true", help="ONNX: INT8 static quantization with ONNX Runtime (needs --calibration)")
+    p.add_argument("--int8", action="store_true",
+                   help="INT8 post-training quantization (needs --calibration): ONNX Runtime static QDQ for onnx, NNCF for openvino")
     p.add_argument("--calibration", help="with --int8: folder of calibration images (e.g. the dataset's train images)")
     p.add_argument("--calibration-count", type=int, default=32, help="with --int8: number of calibration images (default 32)")
     p.set_defaults(func=cmd_export)
@@ -595,8 +651,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-video", action="store_true", help="write the input images, in name order, as one overlay video")
     p.add_argument("--fps", type=float, help="frame rate of written videos (default: the input's, else 25)")
     p.add_argument("--threads", type=int, help="CPU threads")
-    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
-                   help="PyTorch, or ONNX Runtime (a .onnx model file always runs there)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default="torch",
+                   help="PyTorch, ONNX Runtime or OpenVINO (a .onnx model file always runs in ONNX Runtime, a .xml IR in OpenVINO)")
     _add_optimize_options(p)
     p.add_argument("--format-for-server", action="store_true",
                    help="Cityscapes: write only labelId PNGs named like the input (the official evaluation server's format)")

@@ -58,7 +58,9 @@ def measure_latency(
     device = torch.device(device)
     if threads is not None:
         torch.set_num_threads(threads)
-    model = model.to(device=device, dtype=dtype).eval()
+    model = model.to(device=device).eval()
+    if dtype != torch.float32:  # fp32 measures the model as it is (a bf16-optimized model keeps its bf16 weights)
+        model = model.to(dtype=dtype)
     x = torch.randn(batch, 3, *size, device=device, dtype=dtype)
     times: list[float] = []
     with torch.inference_mode():

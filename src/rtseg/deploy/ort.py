@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from rtseg.deploy.onnx_export import ExportError, export_onnx, ort_session, read_metadata
 
-__all__ = ["OnnxSegmenter", "measure_ort_latency", "ort_providers"]
+__all__ = ["OnnxSegmenter", "ExportedSegmenter", "measure_ort_latency", "ort_providers"]
 
 
 def ort_providers(device: str = "cpu") -> list[str]:
@@ -67,13 +67,16 @@ def measure_ort_latency(model: nn.Module | str | Path, size: tuple[int, int], ba
     }
 
 
-class OnnxSegmenter:
-    """Predict label maps with an exported ``.onnx`` file; normalisation and classes come from the card in its metadata."""
+class ExportedSegmenter:
+    """Image -> label map with an exported file whose model card (in its metadata) says how to normalise and
+    what the classes are.
 
-    def __init__(self, path: str | Path, threads: int | None = None, device: str = "cpu"):
-        self.path = Path(path)
-        self.session = ort_session(self.path, threads=threads, providers=ort_providers(device))
-        meta = read_metadata(self.path)
+    Subclasses set ``self.path`` and implement ``_run`` (normalised ``N x 3 x H x W`` float32 array -> output array).
+    """
+
+    path: Path
+
+    def _read_metadata(self, meta: dict[str, Any]) -> None:
         if "card" not in meta:
             raise ExportError(f"{self.path}: no rtseg model card in its metadata (rtseg.card); export it with `rtseg export`")
         self.card = meta["card"]
@@ -82,7 +85,9 @@ class OnnxSegmenter:
         size = meta.get("input_size", "dynamic")
         self.input_size = None if size == "dynamic" else tuple(int(v) for v in str(size).split("x"))
         self.labels_output = str(meta.get("output", "")).startswith("labels")
-        self.input_name = self.session.get_inputs()[0].name
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     def predict(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         """``H x W`` uint8 label map for an ``H x W x 3`` uint8 RGB image."""
@@ -92,13 +97,27 @@ class OnnxSegmenter:
         target = size or self.input_size
         if target is not None and tuple(x.shape[-2:]) != tuple(target):
             x = F.interpolate(x, size=tuple(target), mode="bilinear", align_corners=False)
-        out = torch.from_numpy(self.session.run(None, {self.input_name: x.numpy()})[0])
+        out = torch.from_numpy(np.asarray(self._run(x.numpy())))
         h, w = rgb.shape[:2]
         if self.labels_output:
             labels = out[:, None].float()
             if tuple(labels.shape[-2:]) != (h, w):
                 labels = F.interpolate(labels, size=(h, w), mode="nearest")
             return labels[0, 0].to(torch.uint8).numpy()
+        out = out.float()
         if tuple(out.shape[-2:]) != (h, w):
             out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
         return out[0].argmax(0).to(torch.uint8).numpy()
+
+
+class OnnxSegmenter(ExportedSegmenter):
+    """Predict label maps with an exported ``.onnx`` file; normalisation and classes come from its metadata."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, device: str = "cpu"):
+        self.path = Path(path)
+        self.session = ort_session(self.path, threads=threads, providers=ort_providers(device))
+        self._read_metadata(read_metadata(self.path))
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
