@@ -118,13 +118,16 @@ def measure(args) -> dict:
         key, _, value = item.partition("=")
         options[key] = value
     model = load_model(args.model, weights=args.weights, num_classes=args.num_classes, **options)
+    from rtseg.card import card_of
+
     norm = _normalization(args.normalization)
-    if norm is not None:
-        model.normalization = norm  # travels into the exports' metadata (and the INT8 calibration)
+    if norm is not None:  # travels on the card into the exports' metadata (and the INT8 calibration)
+        model.rtseg_card = card_of(model).replace(normalization=get_normalization(norm))
+    norm = card_of(model).normalization
     size = tuple(int(v) for v in args.size.split("x"))
     data_cfg = {**DEFAULTS["data"], "dataset": args.data, "root": args.root, "image_size": list(size), "val_split": args.split}
     classes = dataset_classes(data_cfg)
-    dataset = TransformedDataset(build_dataset(data_cfg, "val"), EvalTransform(data_cfg, norm or model.normalization))
+    dataset = TransformedDataset(build_dataset(data_cfg, "val"), EvalTransform(data_cfg, norm))
     if args.val_images:
         dataset = Subset(dataset, range(min(args.val_images, len(dataset))))
     names = list(args.paths)
@@ -168,7 +171,7 @@ def measure(args) -> dict:
     is_checkpoint = Path(args.model).is_file()
     rec = {"model": (getattr(model, "rtseg_spec", None) or {}).get("name", str(args.model)) if is_checkpoint else str(args.model),
            "weights": str(args.model) if is_checkpoint else (args.weights or "random"),
-           "options": options, "normalization": get_normalization(norm or model.normalization).to_dict(),
+           "options": options, "normalization": norm.to_dict(),
            "data": args.data, "split": args.split, "images": len(dataset), "size": list(size), "threads": args.threads,
            "torch": torch.__version__, "miou_fp32": miou["fp32"], "paths": {}}
     for k in runners:

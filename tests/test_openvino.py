@@ -29,8 +29,9 @@ def test_ir_matches_pytorch_and_carries_metadata(name, via, tmp_path):
     assert record["verification"]["max_abs_diff"] < 1e-4
     assert (tmp_path / "m.bin").is_file()
     meta = read_ir_metadata(tmp_path / "m.xml")
-    assert meta["input_size"] == "64x96" and meta["model"]["name"] == name
-    assert len(meta["classes"]) == 11 and meta["normalization"]["name"] == model.normalization
+    card = meta["card"]
+    assert meta["input_size"] == "64x96" and card.model == name and card.num_outputs == 11
+    assert len(meta["classes"]) == 11 and card.normalization.name == rtseg.get_entry(name).normalization == meta["normalization"]["name"]
     assert {"onnx": "ONNX", "torch": "PyTorch"}[via] in meta["format"]
 
 

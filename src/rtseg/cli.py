@@ -341,7 +341,7 @@ def _segmenter(args: argparse.Namespace, size):
 
         seg = openvino_segmenter(args.model, size, weights=args.weights, num_classes=args.num_classes,
                                  threads=getattr(args, "threads", None), precision=_inference_precision(args))
-        return (lambda rgb: seg.predict(rgb, size)), seg.class_info.palette
+        return (lambda rgb: seg.predict(rgb, size)), seg.card
     if backend == "onnxruntime":
         from rtseg.deploy.ort import OnnxSegmenter
 
