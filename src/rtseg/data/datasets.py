@@ -122,7 +122,8 @@ class CamVidDataset(_PairedFolder):
         # paired by file stem, so JPEG images may sit beside PNG label maps (a packed copy for a GPU machine)
         images = {p.stem: p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
         labels = {p.stem: p for p in lab_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-        only_img, only_lab = sorted(set(images) - set(labels)), sorted(set(labels) - set(images))
+        only_img = sorted(images[s].name for s in set(images) - set(labels))
+        only_lab = sorted(labels[s].name for s in set(labels) - set(images))
         if only_img or only_lab:
             raise DatasetError(
                 f"CamVid {split}: {len(only_img)} image(s) without label (e.g. {only_img[:3]}) and "
