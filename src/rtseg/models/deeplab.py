@@ -3,30 +3,31 @@
 """
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from rtseg.models.blocks import SeparableConv2d
 
-__all__ = ["CONV_KINDS", "make_conv", "ConvBNReLU", "ImagePooling", "ASPP", "DeepLabV3PlusDecoder", "init_head"]
+__all__ = ["ConvKind", "CONV_KINDS", "make_conv", "ConvBNReLU", "ImagePooling", "ASPP", "DeepLabV3PlusDecoder", "init_head"]
 
-CONV_KINDS = ("standard", "separable")
+ConvKind = Literal["standard", "separable"]
+CONV_KINDS = get_args(ConvKind)
 
 
-def make_conv(kind: str, in_ch: int, out_ch: int, kernel_size: int, dilation: int = 1) -> nn.Module:
+def make_conv(kind: ConvKind, in_ch: int, out_ch: int, kernel_size: int, dilation: int = 1) -> nn.Module:
     """A bias-free ``kernel_size`` convolution: a standard one, or depthwise ``k x k`` + pointwise ``1 x 1``."""
     if kind == "separable":
         return SeparableConv2d(in_ch, out_ch, kernel_size, dilation=dilation)
-    if kind == "standard":
-        return nn.Conv2d(in_ch, out_ch, kernel_size, padding=(kernel_size - 1) // 2 * dilation, dilation=dilation, bias=False)
-    raise ValueError(f"conv must be one of {CONV_KINDS}, got {kind!r}")
+    return nn.Conv2d(in_ch, out_ch, kernel_size, padding=(kernel_size - 1) // 2 * dilation, dilation=dilation, bias=False)
 
 
 class ConvBNReLU(nn.Sequential):
     """``make_conv`` -> BN -> ReLU."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 1, dilation: int = 1, conv: str = "standard"):
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 1, dilation: int = 1, conv: ConvKind = "standard"):
         super().__init__(make_conv(conv, in_ch, out_ch, kernel_size, dilation), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
 
 
@@ -46,7 +47,7 @@ class ImagePooling(nn.Module):
 class ASPP(nn.Module):
     """DeepLabv3+ atrous spatial pyramid pooling: 1x1, three 3x3 atrous branches and image pooling, concatenated and projected by a 1x1."""
 
-    def __init__(self, in_ch: int, channels: int = 256, rates: tuple[int, ...] = (6, 12, 18), conv: str = "standard"):
+    def __init__(self, in_ch: int, channels: int = 256, rates: tuple[int, ...] = (6, 12, 18), conv: ConvKind = "standard"):
         super().__init__()
         self.branches = nn.ModuleList([ConvBNReLU(in_ch, channels, 1, conv=conv)])
         self.branches.extend(ConvBNReLU(in_ch, channels, 3, dilation=r, conv=conv) for r in rates)
@@ -70,7 +71,7 @@ class DeepLabV3PlusDecoder(nn.Module):
         low_reduce: int | None = 48,
         channels: int = 256,
         num_convs: int = 2,
-        conv: str = "standard",
+        conv: ConvKind = "standard",
         align_corners: bool = True,
     ):
         super().__init__()

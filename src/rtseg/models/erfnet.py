@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rtseg.models.base import SegmentationModel
-from rtseg.registry import register_model
+from rtseg.registry import Variant, register_variants
 
 __all__ = ["LayerStackEncoder", "DownsamplerBlock", "NonBottleneck1D", "UpsamplerBlock", "ERFNetEncoder", "ERFNetDecoder", "ERFNet"]
 
@@ -141,13 +141,9 @@ class ERFNet(SegmentationModel):
         return self.decoder(self.encoder.features(x))
 
 
-@register_model("erfnet", paper=PAPER, expected_params=2_064_191, params_source="official PyTorch release (without the encoder-only head)")
-def erfnet(num_classes: int = 19) -> ERFNet:
-    """ERFNet encoder-decoder."""
-    return ERFNet(num_classes)
-
-
-@register_model("erfnet-encoder", paper=PAPER, expected_params=1_876_495, params_source="official release encoder + 1x1 head")
-def erfnet_encoder(num_classes: int = 19) -> ERFNet:
-    """ERFNet encoder with a 1x1 classifier, upsampled 8x bilinearly."""
-    return ERFNet(num_classes, encoder_only=True)
+register_variants(PAPER, {
+    "erfnet": Variant(ERFNet, expected_params=2_064_191, params_source="official PyTorch release (without the encoder-only head)",
+                      description="ERFNet encoder-decoder."),
+    "erfnet-encoder": Variant(ERFNet, {"encoder_only": True}, expected_params=1_876_495, params_source="official release encoder + 1x1 head",
+                              description="ERFNet encoder with a 1x1 classifier, upsampled 8x bilinearly."),
+})

@@ -7,17 +7,18 @@ cards supply the output count, the CamVid file's ``decoder_skip`` and the normal
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from rtseg.models.base import SegmentationModel
-from rtseg.registry import register_model
+from rtseg.registry import Variant, register_variants
 
 __all__ = ["CBR", "BR", "ESPDownsampler", "ESPBlock", "InputProjection", "ESPNetEncoder", "ESPNet", "ESPNetC"]
 
 PAPER = "ESPNet (Mehta et al., ECCV 2018)"
-ESP_DILATIONS = (1, 2, 4, 8, 16)
 
 
 class CBR(nn.Module):
@@ -182,6 +183,7 @@ class ESPNetC(SegmentationModel):
 
 # Which 1/2-resolution map the last decoder convolution sees: the official Cityscapes release
 # uses the first convolution's 16 channels, the official CamVid release those plus the image (19).
+DecoderSkip = Literal["level1", "level1-image"]
 DECODER_SKIPS = {"level1": ("output0", 16), "level1-image": ("output0_cat", 16 + 3)}
 
 
@@ -190,10 +192,8 @@ class ESPNet(SegmentationModel):
 
     size_divisor = 8
 
-    def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8, decoder_skip: str = "level1"):
+    def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8, decoder_skip: DecoderSkip = "level1"):
         super().__init__()
-        if decoder_skip not in DECODER_SKIPS:
-            raise ValueError(f"decoder_skip={decoder_skip!r}: expected one of {', '.join(DECODER_SKIPS)}")
         c = num_classes
         self.num_classes = c
         self._skip, skip_ch = DECODER_SKIPS[decoder_skip]
@@ -214,15 +214,9 @@ class ESPNet(SegmentationModel):
 
 
 _ESPNET_NOTE = "official release (p=2, q=8)"
-
-
-@register_model("espnet", paper=PAPER, normalization="espnet", expected_params=362_949, params_source=_ESPNET_NOTE)
-def espnet(num_classes: int = 19, p: int = 2, q: int = 8, decoder_skip: str = "level1") -> ESPNet:
-    """ESPNet with the light decoder."""
-    return ESPNet(num_classes, p, q, decoder_skip)
-
-
-@register_model("espnet-c", paper=PAPER, normalization="espnet", expected_params=349_193, params_source=_ESPNET_NOTE)
-def espnet_c(num_classes: int = 19, p: int = 2, q: int = 8) -> ESPNetC:
-    """ESPNet-C: the encoder alone, upsampled 8x bilinearly."""
-    return ESPNetC(num_classes, p, q)
+register_variants(PAPER, {
+    "espnet": Variant(ESPNet, expected_params=362_949, params_source=_ESPNET_NOTE, normalization="espnet",
+                      description="ESPNet with the light decoder."),
+    "espnet-c": Variant(ESPNetC, expected_params=349_193, params_source=_ESPNET_NOTE, normalization="espnet",
+                        description="ESPNet-C: the encoder alone, upsampled 8x bilinearly."),
+})

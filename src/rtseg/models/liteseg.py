@@ -8,6 +8,7 @@ the atrous convolution's BN, bilinear resizing with aligned corners.
 from __future__ import annotations
 
 import os
+from typing import Literal, Union
 
 import torch
 import torch.nn as nn
@@ -15,13 +16,17 @@ import torch.nn.functional as F
 
 from rtseg.models.backbones import Backbone, create_backbone
 from rtseg.models.base import SegmentationModel
-from rtseg.models.deeplab import ASPP, ConvBNReLU, DeepLabV3PlusDecoder, ImagePooling, init_head, make_conv
-from rtseg.registry import register_model
+from rtseg.models.deeplab import ASPP, ConvBNReLU, ConvKind, DeepLabV3PlusDecoder, ImagePooling, init_head, make_conv
+from rtseg.registry import Variant, register_variants
 
 __all__ = ["DASPPBranch", "DASPP", "LiteSegDecoder", "LiteSeg", "LITESEG_BACKBONES", "default_feature_stages", "table2_operations"]
 
 PAPER = "LiteSeg (Emara et al., DICTA 2019)"
 DASPP_RATES = (1, 3, 6, 9)
+Head = Literal["daspp", "aspp"]
+# Channels of the 1x1 reduction of the low-level features: a count, None (used as they are) or "auto"
+# (the backbone's recorded choice below, else 48 as DeepLabv3+ for features wider than 48).
+LowLevelReduce = Union[int, Literal["auto"], None]
 
 # Per backbone, as in the official code: which stages feed the head, the output stride, and the
 # 1x1 reduction of the low-level features (None: used as they are).
@@ -62,7 +67,7 @@ class DASPP(nn.Module):
     """Deeper ASPP (Fig. 1, section II-D): rates 1, 3, 6, 9 with 96 filters, image pooling, and a short residual
     connection that concatenates the module's input with its branches before the 1x1 projection."""
 
-    def __init__(self, in_ch: int, channels: int = 96, rates: tuple[int, ...] = DASPP_RATES, conv: str = "separable"):
+    def __init__(self, in_ch: int, channels: int = 96, rates: tuple[int, ...] = DASPP_RATES, conv: ConvKind = "separable"):
         super().__init__()
         self.branches = nn.ModuleList(DASPPBranch(in_ch, channels, r, conv) for r in rates)
         self.pool = ImagePooling(in_ch, channels)
@@ -98,15 +103,13 @@ class LiteSeg(SegmentationModel):
         num_classes: int = 19,
         backbone: str = "mobilenetv2",
         output_stride: int | None = None,
-        head: str = "daspp",
-        conv: str = "separable",
+        head: Head = "daspp",
+        conv: ConvKind = "separable",
         low_level_stage: str | None = None,
-        low_level_reduce: int | str | None = "auto",
+        low_level_reduce: LowLevelReduce = "auto",
         pretrained: str | os.PathLike | None = None,
     ):
         super().__init__()
-        if head not in ("daspp", "aspp"):
-            raise ValueError(f"head must be 'daspp' or 'aspp', got {head!r}")
         known = LITESEG_BACKBONES.get(backbone, {})
         if output_stride is None:
             # The paper's baseline runs every backbone at output stride 32 (section III-C).
@@ -191,19 +194,10 @@ def table2_operations(model: nn.Module, size: tuple[int, int] = (512, 1024)) -> 
 
 _DESCRIPTION = "LiteSeg: backbone + DASPP + decoder (options: head='aspp' baseline, conv='standard', any backbone)."
 _OFFICIAL = "official LiteSeg code, without the unused ImageNet classifier; see docs/fidelity.md"
-register_model(
-    "liteseg-darknet19", paper=PAPER, defaults={"backbone": "darknet19"}, expected_params=20_545_459, params_source="paper Table III and official code: 20.55M",
-    description=_DESCRIPTION,
-)(LiteSeg)
-register_model("liteseg-mobilenetv2", paper=PAPER, defaults={"backbone": "mobilenetv2"}, expected_params=3_101_707, params_source=_OFFICIAL,
-               description=_DESCRIPTION)(LiteSeg)
-register_model("liteseg-shufflenet", paper=PAPER, defaults={"backbone": "shufflenet-g8"}, expected_params=1_971_451, params_source=_OFFICIAL,
-               description=_DESCRIPTION)(LiteSeg)
-register_model(
-    "liteseg-shufflenetv2",
-    paper=PAPER,
-    description="LiteSeg head on ShuffleNetV2 1.0x (another front-end, not in the paper)",
-    defaults={"backbone": "shufflenetv2"},
-    expected_params=1_976_559,
-    params_source="our count (no paper figure: pairing not in the paper)",
-)(LiteSeg)
+register_variants(PAPER, {
+    "liteseg-darknet19": Variant(LiteSeg, {"backbone": "darknet19"}, 20_545_459, "paper Table III and official code: 20.55M", _DESCRIPTION),
+    "liteseg-mobilenetv2": Variant(LiteSeg, {"backbone": "mobilenetv2"}, 3_101_707, _OFFICIAL, _DESCRIPTION),
+    "liteseg-shufflenet": Variant(LiteSeg, {"backbone": "shufflenet-g8"}, 1_971_451, _OFFICIAL, _DESCRIPTION),
+    "liteseg-shufflenetv2": Variant(LiteSeg, {"backbone": "shufflenetv2"}, 1_976_559, "our count (no paper figure: pairing not in the paper)",
+                                    "LiteSeg head on ShuffleNetV2 1.0x (another front-end, not in the paper)"),
+})
