@@ -3,13 +3,13 @@
 """
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Callable, Literal, get_args
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rtseg.models.blocks import SeparableConv2d
+from rtseg.models.blocks import SeparableConv2d, resize
 
 __all__ = ["ConvKind", "CONV_KINDS", "make_conv", "ConvBNReLU", "ImagePooling", "ASPP", "DeepLabV3PlusDecoder", "init_head"]
 
@@ -45,12 +45,18 @@ class ImagePooling(nn.Module):
 
 
 class ASPP(nn.Module):
-    """DeepLabv3+ atrous spatial pyramid pooling: 1x1, three 3x3 atrous branches and image pooling, concatenated and projected by a 1x1."""
+    """DeepLabv3+ atrous spatial pyramid pooling: 1x1, three 3x3 atrous branches and image pooling, concatenated and projected by a 1x1.
 
-    def __init__(self, in_ch: int, channels: int = 256, rates: tuple[int, ...] = (6, 12, 18), conv: ConvKind = "standard"):
+    ``atrous(in_ch, out_ch, rate)`` builds each atrous branch; by default a ``conv`` 3x3 -> BN -> ReLU
+    (FarSee-Net's F-ASPP passes its factorized one).
+    """
+
+    def __init__(self, in_ch: int, channels: int = 256, rates: tuple[int, ...] = (6, 12, 18), conv: ConvKind = "standard",
+                 atrous: Callable[[int, int, int], nn.Module] | None = None):
         super().__init__()
+        atrous = atrous or (lambda i, o, r: ConvBNReLU(i, o, 3, dilation=r, conv=conv))
         self.branches = nn.ModuleList([ConvBNReLU(in_ch, channels, 1, conv=conv)])
-        self.branches.extend(ConvBNReLU(in_ch, channels, 3, dilation=r, conv=conv) for r in rates)
+        self.branches.extend(atrous(in_ch, channels, r) for r in rates)
         self.pool = ImagePooling(in_ch, channels)
         self.project = ConvBNReLU(channels * (len(rates) + 2), channels, 1, conv=conv)
         self.out_channels = channels
@@ -61,7 +67,9 @@ class ASPP(nn.Module):
 
 class DeepLabV3PlusDecoder(nn.Module):
     """DeepLabv3+ decoder: upsample the context features to the low-level ones, concat with the low-level features
-    reduced by a 1x1 (48 channels), refine with 3x3 convolutions (2 x 256) and classify with a 1x1."""
+    reduced by a 1x1 (48 channels), refine with 3x3 convolutions (2 x 256) and classify with a 1x1.
+
+    LiteSeg's decoder (section II-E) is this one with 96 filters, separable convolutions and aligned corners."""
 
     def __init__(
         self,
@@ -82,7 +90,7 @@ class DeepLabV3PlusDecoder(nn.Module):
         self.align_corners = align_corners
 
     def forward(self, x: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=self.align_corners)
+        x = resize(x, low.shape[-2:], self.align_corners)
         return self.classifier(self.refine(torch.cat([x, self.reduce(low)], 1)))
 
 

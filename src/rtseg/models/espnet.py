@@ -11,9 +11,9 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from rtseg.models.base import SegmentationModel
+from rtseg.models.blocks import resize, transposed_upsampling
 from rtseg.registry import Variant, register_variants
 
 __all__ = ["CBR", "BR", "ESPDownsampler", "ESPBlock", "InputProjection", "ESPNetEncoder", "ESPNet", "ESPNetC"]
@@ -178,7 +178,7 @@ class ESPNetC(SegmentationModel):
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         logits = _encoder_stages(self, x)["logits"]
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return resize(logits, x.shape[-2:])
 
 
 # Which 1/2-resolution map the last decoder convolution sees: the official Cityscapes release
@@ -201,10 +201,10 @@ class ESPNet(SegmentationModel):
         self.level3_C = _Conv(128 + 3, c, 1)
         self.br = nn.BatchNorm2d(c, eps=1e-3)
         self.conv = CBR(skip_ch + c, c, 3, 1)
-        self.up_l3 = nn.Sequential(nn.ConvTranspose2d(c, c, 2, stride=2, bias=False))
+        self.up_l3 = nn.Sequential(transposed_upsampling(c, c, 2))
         self.combine_l2_l3 = nn.Sequential(BR(2 * c), ESPBlock(2 * c, c, residual=False))
-        self.up_l2 = nn.Sequential(nn.ConvTranspose2d(c, c, 2, stride=2, bias=False), BR(c))
-        self.classifier = nn.ConvTranspose2d(c, c, 2, stride=2, bias=False)
+        self.up_l2 = nn.Sequential(transposed_upsampling(c, c, 2), BR(c))
+        self.classifier = transposed_upsampling(c, c, 2)
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         s = self.encoder.stages(x)

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 from rtseg.gradual_grouping import GradualGroupedConv2d
 from rtseg.models.base import SegmentationModel
-from rtseg.models.blocks import ChannelShuffle
+from rtseg.models.blocks import ChannelShuffle, LayerStackEncoder, resize, transposed_upsampling
 from rtseg.models.export_ops import adaptive_avg_pool2d
-from rtseg.models.erfnet import DownsamplerBlock, LayerStackEncoder, NonBottleneck1D, UpsamplerBlock
+from rtseg.models.erfnet import DownsamplerBlock, NonBottleneck1D, UpsamplerBlock
 from rtseg.registry import Variant, register_variants
 
 __all__ = [
@@ -98,20 +98,8 @@ class ConvModule(nn.Module):
         return F.relu(out + x)
 
 
-class TransposedUpsampler(nn.Module):
-    """Transposed convolution (``kernel_size``, ``stride``) -> BN -> ReLU: the trans4x block of Table 4.1 and the 1x1 block of Fig. 3.9."""
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int, kernel_size: int = 3):
-        super().__init__()
-        padding = (kernel_size - 1) // 2
-        # output_padding makes the output exactly stride x the input for any kernel size
-        self.conv = nn.ConvTranspose2d(
-            in_ch, out_ch, kernel_size, stride=stride, padding=padding, output_padding=stride + 2 * padding - kernel_size, bias=True
-        )
-        self.bn = nn.BatchNorm2d(out_ch, eps=BN_EPS)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)))
+# The trans4x block of Table 4.1: ERFNet's upsampler (transposed conv -> BN -> ReLU) with stride 4.
+TransposedUpsampler = UpsamplerBlock
 
 
 class Upsampling1x1Block(nn.Module):
@@ -126,7 +114,7 @@ class Upsampling1x1Block(nn.Module):
         super().__init__()
         self.mode = mode
         if mode == "transposed":
-            self.conv = nn.ConvTranspose2d(in_ch, out_ch, 1, stride=2, output_padding=1, bias=True)
+            self.conv = transposed_upsampling(in_ch, out_ch, 1, bias=True)
         else:
             self.conv = nn.Conv2d(in_ch, out_ch, 1, bias=True)
         self.bn = nn.BatchNorm2d(out_ch, eps=BN_EPS)
@@ -164,7 +152,7 @@ class PyramidPoolingModule(nn.Module):
             pooled = x if scale == 1 else adaptive_avg_pool2d(x, ((h + scale - 1) // scale, (w + scale - 1) // scale))
             y = branch(pooled)
             if scale != 1:
-                y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+                y = resize(y, (h, w))
             outs.append(y)
         return torch.cat(outs, 1)
 
@@ -252,9 +240,9 @@ class ESSNetDecoder(nn.Module):
             blocks = [TransposedUpsampler(self.ppm.out_channels, 16, stride=4), *_residual_pair(16, layers)]
         self.layers = nn.ModuleList(blocks)
         if kind == "trans8x":
-            self.output_conv = nn.ConvTranspose2d(128, num_classes, 3, stride=8, padding=1, output_padding=7, bias=True)
+            self.output_conv = transposed_upsampling(128, num_classes, 3, stride=8, bias=True)
         else:
-            self.output_conv = nn.ConvTranspose2d(16, num_classes, 2, stride=2, bias=True)
+            self.output_conv = transposed_upsampling(16, num_classes, 2, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.ppm is not None:
@@ -300,7 +288,7 @@ class ESSNet(SegmentationModel):
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         if self.decoder is None:
-            return F.interpolate(self.encoder(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+            return resize(self.encoder(x), x.shape[-2:])
         return self.decoder(self.encoder.features(x))
 
 
@@ -389,7 +377,7 @@ class WSPDNet(SegmentationModel):
                 NonBottleneck1D(16, 0, 1, kernel_size=3),
             ]
         )
-        self.output_conv = nn.ConvTranspose2d(16, num_classes, 2, stride=2, bias=True)
+        self.output_conv = transposed_upsampling(16, num_classes, 2, bias=True)
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         x = self.initial_block(x)

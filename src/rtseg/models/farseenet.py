@@ -19,10 +19,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rtseg.models.backbones import create_backbone
+from rtseg.models.backbones import create_backbone, default_feature_stages
 from rtseg.models.base import SegmentationModel
-from rtseg.models.deeplab import ASPP, ConvBNReLU, DeepLabV3PlusDecoder, ImagePooling, init_head
-from rtseg.models.liteseg import default_feature_stages
+from rtseg.models.blocks import resize
+from rtseg.models.deeplab import ASPP, ConvBNReLU, DeepLabV3PlusDecoder, init_head
 from rtseg.registry import Variant, register_variants
 
 __all__ = ["FactorizedAtrousConv", "FASPP", "CFASPP", "SubPixelConv", "FarSeeNet", "METHODS", "SUBPIXEL_LAYOUTS"]
@@ -59,20 +59,12 @@ class FactorizedAtrousConv(nn.Sequential):
         )
 
 
-class FASPP(nn.Module):
+class FASPP(ASPP):
     """Factorized ASPP (section III-B): the ASPP of DeepLabv3+ (1x1 branch, atrous branches, image pooling,
     1x1 projection) with every 3x3 atrous convolution factorized."""
 
     def __init__(self, in_ch: int, channels: int = 256, rates: tuple[int, ...] = ASPP_RATES):
-        super().__init__()
-        self.branches = nn.ModuleList([ConvBNReLU(in_ch, channels, 1)])
-        self.branches.extend(FactorizedAtrousConv(in_ch, channels, r) for r in rates)
-        self.pool = ImagePooling(in_ch, channels)
-        self.project = ConvBNReLU(channels * (len(rates) + 2), channels, 1)
-        self.out_channels = channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(torch.cat([b(x) for b in self.branches] + [self.pool(x)], 1))
+        super().__init__(in_ch, channels, rates, atrous=FactorizedAtrousConv)
 
 
 class SubPixelConv(nn.Module):
@@ -120,7 +112,7 @@ class CFASPP(nn.Module):
         if self.upsample is not None:
             x = self.upsample(x)
         if x.shape[-2:] != low.shape[-2:]:
-            x = F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=False)
+            x = resize(x, low.shape[-2:])
         return self.low(torch.cat([x, low], 1))
 
 
@@ -191,7 +183,7 @@ class FarSeeNet(SegmentationModel):
             out = self.head(self.context(high, low))
         size = (x.shape[-2] * self.output_scale, x.shape[-1] * self.output_scale)
         if out.shape[-2:] != size:
-            out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+            out = resize(out, size)
         return out
 
 

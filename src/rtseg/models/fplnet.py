@@ -15,10 +15,9 @@ from typing import Literal, get_args
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from rtseg.models.base import SegmentationModel
-from rtseg.models.blocks import ConvBNAct
+from rtseg.models.blocks import ConvBNAct, resize, transposed_upsampling
 from rtseg.models.espnet import ESPBlock, ESPDownsampler, ESPNetC
 from rtseg.registry import Variant, register_variants
 
@@ -185,11 +184,10 @@ class FIRUnit(nn.Module):
 
 
 def _transposed(in_ch: int, out_ch: int, kernel_size: int) -> nn.ConvTranspose2d:
-    # Exact 2x upsampling for any kernel >= 2: out = 2*(H-1) - 2p + k + op = 2H.
+    # A 1x1 kernel would leave every other output pixel empty: the decoder kernels of Table II are 2 or 3.
     if kernel_size < 2:
         raise ValueError(f"deconvolution kernel size must be >= 2, got {kernel_size}")
-    p = (kernel_size - 1) // 2
-    return nn.ConvTranspose2d(in_ch, out_ch, kernel_size, 2, p, output_padding=2 * p - (kernel_size - 2), bias=False)
+    return transposed_upsampling(in_ch, out_ch, kernel_size)
 
 
 class Upsampler(nn.Module):
@@ -322,7 +320,7 @@ class FPLNet(SegmentationModel):
         features = self.encoder(x)
         if self.decoder is not None:
             return self.decoder(features)
-        return F.interpolate(self.head(features), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return resize(self.head(features), x.shape[-2:])
 
 
 class ESPNetFPL(ESPNetC):
