@@ -223,21 +223,10 @@ class FPLNetEncoder(nn.Module):
     """FPLNet encoder (Fig. 4, Table II layers 1-20): initial module, FPL downsampler + n2 FPL modules at 1/4,
     FIR unit, FPL downsampler + n3 FPL modules at 1/8, FIR unit; each fusion followed by BN + PReLU."""
 
-    def __init__(
-        self,
-        module: ModuleKind = "fpl",
-        downsampling: Downsampling = "delayed",
-        fusion: Fusion = "fir",
-        stage2_modules: int = 4,
-        stage3_modules: int = 8,
-        factorization: Factorization = "composite",
-        activation: Activation = "prelu",
-        dilations: tuple[int, ...] = DILATIONS,
-        pff: PFFMode = "adjacent",
-        esp_downsampler: bool = True,
-    ):
+    def __init__(self, block, down, downsampling: Downsampling = "delayed", fusion: Fusion = "fir", stage2_modules: int = 4,
+                 stage3_modules: int = 8, activation: Activation = "prelu"):
+        """``block`` / ``down``: constructors ``(in_ch, out_ch) -> nn.Module`` of the regular module and the downsampler."""
         super().__init__()
-        block, down = _module_factory(module, dilations, factorization, pff, activation, esp_downsampler)
         # ESPNet's image pyramid: the image average-pooled (3x3, stride 2) once per downsampling.
         self.image_pool = nn.AvgPool2d(3, stride=2, padding=1)
         self.initial = InitialModule(32, downsampling, activation)
@@ -305,14 +294,13 @@ class FPLNet(SegmentationModel):
         super().__init__()
         self.num_classes = num_classes
         self.encoder_only = encoder_only
-        self.encoder = FPLNetEncoder(module, downsampling, fusion, stage2_modules, stage3_modules, factorization,
-                                     activation, dilations, pff, esp_downsampler)
+        block, down = _module_factory(module, dilations, factorization, pff, activation, esp_downsampler)
+        self.encoder = FPLNetEncoder(block, down, downsampling, fusion, stage2_modules, stage3_modules, activation)
         c = self.encoder.out_channels
         if encoder_only:
             self.head = nn.Conv2d(c, num_classes, 1, bias=False)
             self.decoder = None
         else:
-            block, _ = _module_factory(module, dilations, factorization, pff, activation, esp_downsampler)
             self.head = None
             self.decoder = FPLNetDecoder(c, num_classes, block, tuple(decoder_kernels), activation)
 
