@@ -3,7 +3,7 @@
 """
 from __future__ import annotations
 
-from typing import Callable, Literal, get_args
+from typing import Callable, Literal
 
 import torch
 import torch.nn as nn
@@ -11,10 +11,9 @@ import torch.nn.functional as F
 
 from rtseg.models.blocks import SeparableConv2d, resize
 
-__all__ = ["ConvKind", "CONV_KINDS", "make_conv", "ConvBNReLU", "ImagePooling", "ASPP", "DeepLabV3PlusDecoder", "init_head"]
+__all__ = ["ConvKind", "make_conv", "ConvBNReLU", "ImagePooling", "ASPP", "DeepLabV3PlusDecoder", "init_head"]
 
 ConvKind = Literal["standard", "separable"]
-CONV_KINDS = get_args(ConvKind)
 
 
 def make_conv(kind: ConvKind, in_ch: int, out_ch: int, kernel_size: int, dilation: int = 1) -> nn.Module:

@@ -14,7 +14,7 @@ open is listed, with the parameter and FLOP counts that decided it, in ``docs/fi
 """
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -48,7 +48,6 @@ UpsamplingMode = Literal["transposed", "bilinear"]
 EncoderLayout = Literal["a", "b"]
 DWSDilPair = Literal["depthwise", "dense"]
 DWSDilPointwise = Literal["per-branch", "shared"]
-DECODERS, DECODER_LAYERS = get_args(Decoder), get_args(DecoderLayers)
 
 
 def _pointwise(channels: int, groups: int, gradual: bool) -> nn.Module:

@@ -13,7 +13,7 @@ is recorded in docs/fidelity.md ("FarSee-Net").
 from __future__ import annotations
 
 import os
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -25,7 +25,7 @@ from rtseg.models.blocks import resize
 from rtseg.models.deeplab import ASPP, ConvBNReLU, DeepLabV3PlusDecoder, init_head
 from rtseg.registry import Variant, register_variants
 
-__all__ = ["FactorizedAtrousConv", "FASPP", "CFASPP", "SubPixelConv", "FarSeeNet", "METHODS", "SUBPIXEL_LAYOUTS"]
+__all__ = ["FactorizedAtrousConv", "FASPP", "CFASPP", "SubPixelConv", "FarSeeNet", "METHODS"]
 
 PAPER = "FarSee-Net (Zhang & Zhang, ICRA 2020)"
 ASPP_RATES = (6, 12, 18)
@@ -35,7 +35,6 @@ FEATURE_STAGES = {"resnet18": ("conv3_x", "layer4")}
 # Where Table I method 4 puts its two sub-pixel convolutions (section III-C; docs/fidelity.md):
 # "cascade": one between the two F-ASPPs, one after them; "head": both after the cascade.
 SubpixelLayout = Literal["cascade", "head"]
-SUBPIXEL_LAYOUTS = get_args(SubpixelLayout)
 METHODS = {
     1: {"context": "aspp", "super_resolution": False},
     2: {"context": "faspp", "super_resolution": False},

@@ -55,7 +55,7 @@ FUSION_PARTS = {
     "if+isff-add": ("sum", "image"),
     "if+isff-concat": ("deep", "shallow", "image"),
 }
-FACTORIZATIONS, PFF_MODES, ACTIVATIONS, FUSIONS = get_args(Factorization), get_args(PFFMode), get_args(Activation), get_args(Fusion)
+PFF_MODES, FUSIONS = get_args(PFFMode), get_args(Fusion)
 
 
 def _activation(kind: Activation, channels: int) -> nn.Module:
