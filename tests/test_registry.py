@@ -67,3 +67,36 @@ def test_module_prefix_from_data_parallel_is_stripped(tmp_path):
     loaded = rtseg.create_model("espnet-c", num_classes=4, weights=str(path))
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k])
+
+
+def test_a_value_outside_the_literal_choices_names_option_value_and_choices():
+    from rtseg.registry import InvalidOptionError
+
+    with pytest.raises(InvalidOptionError) as err:
+        rtseg.create_model("espnet", decoder_skip="level2")
+    msg = str(err.value)
+    assert "decoder_skip" in msg and "'level2'" in msg and "'level1', 'level1-image'" in msg
+    assert isinstance(err.value, ValueError)
+    with pytest.raises(InvalidOptionError, match="method must be one of 1, 2, 3, 4; got True"):
+        rtseg.create_model("farseenet", method=True)  # a bool is not the int 1
+
+
+def test_mixed_annotations_accept_their_other_types():
+    from rtseg.registry import InvalidOptionError
+
+    with pytest.raises(InvalidOptionError, match=r"low_level_reduce must be one of 'auto', None, any int; got 'half'"):
+        rtseg.create_model("liteseg-mobilenetv2", low_level_reduce="half")
+    with torch.device("meta"):
+        model = rtseg.create_model("liteseg-mobilenetv2", low_level_reduce=32)
+    assert model.decoder.reduce[0][1].out_channels == 32
+
+
+def test_option_specs_list_defaults_and_choices():
+    from rtseg.registry import option_specs
+
+    specs = {s.name: s for s in option_specs("essnet-d")}
+    assert specs["decoder"].default == "upsampling" and specs["decoder"].choices == ("deconv", "upsampling", "trans4x", "trans8x", "nodec", "ppm")
+    assert specs["groups"].choices is None and specs["groups"].annotation == "int"
+    assert specs["decoder_layers"].describe() == "decoder_layers='mixed' (one of 'non-bt-1d', 'conv-module', 'mixed')"
+    assert [s.name for s in option_specs("farseenet")] == list(get_entry("farseenet").options)
+    assert option_specs("liteseg-darknet19")[0].name == "backbone"

@@ -1,22 +1,35 @@
-"""Model registry: every network variant is a named entry with its paper, defaults and options."""
+"""Model registry: every network variant is a named entry with its paper, defaults and options.
+
+Each model file declares its variants in one table (as timm's ``default_cfgs``): name -> :class:`Variant`
+(builder, default options, parameter count and its source, normalisation preset), registered with
+:func:`register_variants`. Options with a fixed set of values are typed ``Literal[...]`` in the builder's
+signature; :func:`create_model` checks them before building, and :func:`option_specs` lists them.
+"""
 from __future__ import annotations
 
 import difflib
 import inspect
 import os
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import torch.nn as nn
 
 __all__ = [
     "ModelEntry",
+    "Variant",
+    "OptionSpec",
     "register_model",
+    "register_variants",
+    "option_specs",
     "get_entry",
     "list_models",
     "create_model",
     "UnknownModelError",
     "UnknownOptionError",
+    "InvalidOptionError",
 ]
 
 
@@ -29,6 +42,26 @@ class UnknownModelError(KeyError):
 
 class UnknownOptionError(TypeError):
     """Raised for an option a model does not support."""
+
+
+class InvalidOptionError(ValueError):
+    """Raised for an option value outside the choices its ``Literal[...]`` annotation allows."""
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One keyword option of a registered model: its default, the values it allows (``choices``: ``None`` when
+    not a fixed set) and its annotation as written in the builder's signature."""
+
+    name: str
+    default: Any
+    choices: tuple[Any, ...] | None
+    annotation: str
+
+    def describe(self) -> str:
+        """``name=default`` followed by the allowed values, e.g. ``decoder='deconv' (one of 'deconv', 'ppm')``."""
+        text = f"{self.name}={self.default!r}"
+        return text + (f" (one of {', '.join(map(repr, self.choices))})" if self.choices else f" ({self.annotation})" if self.annotation else "")
 
 
 @dataclass(frozen=True)
@@ -45,7 +78,6 @@ class ModelEntry:
     # Where expected_params comes from (a paper table, an official release, ...).
     params_source: str = ""
     normalization: str = "imagenet"
-    tags: tuple[str, ...] = ()
 
     @property
     def options(self) -> dict[str, Any]:
@@ -57,6 +89,79 @@ class ModelEntry:
                 continue
             opts[pname] = self.defaults.get(pname, param.default)
         return opts
+
+    @property
+    def option_specs(self) -> list[OptionSpec]:
+        """The options with their defaults and allowed values, in signature order."""
+        hints = _type_hints(self.builder)
+        raw = {k: p.annotation for k, p in inspect.signature(self.builder).parameters.items()}
+        return [OptionSpec(k, v, _choices(hints.get(k)), raw[k] if isinstance(raw[k], str) else _type_name(raw[k]))
+                for k, v in self.options.items()]
+
+
+def _type_hints(builder: Callable) -> dict[str, Any]:
+    # A class's options are its constructor's; string annotations (PEP 563) resolve in the defining module.
+    return typing.get_type_hints(builder.__init__ if isinstance(builder, type) else builder)
+
+
+def _type_name(annotation: Any) -> str:
+    return "" if annotation is inspect.Parameter.empty else getattr(annotation, "__name__", str(annotation))
+
+
+def _union_args(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _choices(annotation: Any) -> tuple[Any, ...] | None:
+    """The values of the ``Literal`` members of ``annotation`` (with ``None`` when optional); ``None`` if it has none."""
+    literals: list[Any] = []
+    for member in _union_args(annotation):
+        if typing.get_origin(member) is Literal:
+            literals.extend(typing.get_args(member))
+    if not literals:
+        return None
+    return tuple(literals) + ((None,) if type(None) in _union_args(annotation) else ())
+
+
+def _allows(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` fits a ``Literal`` annotation or a union of literals, ``None`` and plain classes."""
+    for member in _union_args(annotation):
+        if typing.get_origin(member) is Literal:
+            if any(value == c and type(value) is type(c) for c in typing.get_args(member)):
+                return True
+        elif member is type(None):
+            if value is None:
+                return True
+        elif isinstance(member, type) and isinstance(value, member) and not (member is int and isinstance(value, bool)):
+            return True
+    return False
+
+
+def check_options(name: str, builder: Callable, options: Mapping[str, Any]) -> None:
+    """Raise :class:`InvalidOptionError` for an option whose value its ``Literal[...]`` annotation does not allow."""
+    hints = _type_hints(builder)
+    for key, value in options.items():
+        annotation = hints.get(key)
+        if _choices(annotation) is None or _allows(annotation, value):
+            continue
+        others = [_type_name(m) for m in _union_args(annotation) if typing.get_origin(m) is not Literal and m is not type(None)]
+        allowed = ", ".join([repr(c) for c in _choices(annotation)] + [f"any {t}" for t in others])
+        raise InvalidOptionError(f"model {name!r}: {key} must be one of {allowed}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of a model file's variant table: the builder (usually the model class), the options it is built
+    with, the parameter count at 19 classes (the model tests assert it) and where that figure comes from."""
+
+    builder: Callable[..., nn.Module]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    expected_params: int | None = None
+    params_source: str = ""
+    description: str = ""
+    normalization: str = "imagenet"
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -71,7 +176,6 @@ def register_model(
     expected_params: int | None = None,
     params_source: str = "",
     normalization: str = "imagenet",
-    tags: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering a builder ``fn(num_classes, **options) -> nn.Module`` under ``name``.
 
@@ -100,11 +204,22 @@ def register_model(
             expected_params=expected_params,
             params_source=params_source,
             normalization=normalization,
-            tags=tuple(tags),
         )
         return fn
 
     return decorator
+
+
+def register_variants(paper: str, table: Mapping[str, Variant]) -> None:
+    """Register every row of a model file's variant table under its name."""
+    for name, v in table.items():
+        register_model(name, paper=paper, description=v.description, defaults=dict(v.defaults), expected_params=v.expected_params,
+                       params_source=v.params_source, normalization=v.normalization)(v.builder)
+
+
+def option_specs(name: str) -> list[OptionSpec]:
+    """The options of model ``name`` with defaults and allowed values (what ``rtseg models NAME`` can print)."""
+    return get_entry(name).option_specs
 
 
 def _ensure_models_imported() -> None:
@@ -175,6 +290,7 @@ def create_model(name: str, num_classes: int | None = None, *, weights: str | os
             f"model {name!r} does not support option(s) {', '.join(map(repr, unknown))}; supported options: {listing}"
         )
     kwargs = {**entry.defaults, **options}
+    check_options(name, entry.builder, kwargs)
     model = entry.builder(num_classes=num_classes, **kwargs)
     # pretrained= only initialises (a backbone's ImageNet weights): rebuilding from a card must not need it.
     build_options = {k: v for k, v in options.items() if k != "pretrained"}

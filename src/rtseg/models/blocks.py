@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-__all__ = ["ConvBNAct", "SeparableConv2d", "ChannelShuffle", "channel_shuffle"]
+__all__ = ["ConvBNAct", "SeparableConv2d", "ChannelShuffle", "channel_shuffle", "transposed_upsampling", "resize", "LayerStackEncoder"]
 
 
 class ConvBNAct(nn.Sequential):
@@ -63,3 +64,36 @@ class ChannelShuffle(nn.Module):
 
     def extra_repr(self) -> str:
         return f"groups={self.groups}"
+
+
+def transposed_upsampling(in_ch: int, out_ch: int, kernel_size: int, stride: int = 2, bias: bool = False) -> nn.ConvTranspose2d:
+    """A transposed convolution whose output is exactly ``stride`` times its input, for any kernel size.
+
+    One padding rule for every deconvolution in the models: padding ``p = (k - 1) // 2`` and output padding
+    ``stride + 2p - k``, since the output side is ``stride * (H - 1) - 2p + k + output_padding``.
+    """
+    padding = (kernel_size - 1) // 2
+    return nn.ConvTranspose2d(in_ch, out_ch, kernel_size, stride, padding, output_padding=stride + 2 * padding - kernel_size, bias=bias)
+
+
+def resize(x: torch.Tensor, size, align_corners: bool = False) -> torch.Tensor:
+    """Bilinear resizing to ``size`` (H, W); LiteSeg's official code aligns corners, the other families do not."""
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
+
+
+class LayerStackEncoder(nn.Module):
+    """An encoder that is ``initial_block`` then ``layers`` in order, with an optional 1x1 ``output_conv`` head."""
+
+    initial_block: nn.Module
+    layers: nn.ModuleList
+    output_conv: nn.Module | None
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.initial_block(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        return self.output_conv(x) if self.output_conv is not None else x

@@ -3,30 +3,30 @@
 """
 from __future__ import annotations
 
+from typing import Callable, Literal
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rtseg.models.blocks import SeparableConv2d
+from rtseg.models.blocks import SeparableConv2d, resize
 
-__all__ = ["CONV_KINDS", "make_conv", "ConvBNReLU", "ImagePooling", "ASPP", "DeepLabV3PlusDecoder", "init_head"]
+__all__ = ["ConvKind", "make_conv", "ConvBNReLU", "ImagePooling", "ASPP", "DeepLabV3PlusDecoder", "init_head"]
 
-CONV_KINDS = ("standard", "separable")
+ConvKind = Literal["standard", "separable"]
 
 
-def make_conv(kind: str, in_ch: int, out_ch: int, kernel_size: int, dilation: int = 1) -> nn.Module:
+def make_conv(kind: ConvKind, in_ch: int, out_ch: int, kernel_size: int, dilation: int = 1) -> nn.Module:
     """A bias-free ``kernel_size`` convolution: a standard one, or depthwise ``k x k`` + pointwise ``1 x 1``."""
     if kind == "separable":
         return SeparableConv2d(in_ch, out_ch, kernel_size, dilation=dilation)
-    if kind == "standard":
-        return nn.Conv2d(in_ch, out_ch, kernel_size, padding=(kernel_size - 1) // 2 * dilation, dilation=dilation, bias=False)
-    raise ValueError(f"conv must be one of {CONV_KINDS}, got {kind!r}")
+    return nn.Conv2d(in_ch, out_ch, kernel_size, padding=(kernel_size - 1) // 2 * dilation, dilation=dilation, bias=False)
 
 
 class ConvBNReLU(nn.Sequential):
     """``make_conv`` -> BN -> ReLU."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 1, dilation: int = 1, conv: str = "standard"):
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 1, dilation: int = 1, conv: ConvKind = "standard"):
         super().__init__(make_conv(conv, in_ch, out_ch, kernel_size, dilation), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
 
 
@@ -44,12 +44,18 @@ class ImagePooling(nn.Module):
 
 
 class ASPP(nn.Module):
-    """DeepLabv3+ atrous spatial pyramid pooling: 1x1, three 3x3 atrous branches and image pooling, concatenated and projected by a 1x1."""
+    """DeepLabv3+ atrous spatial pyramid pooling: 1x1, three 3x3 atrous branches and image pooling, concatenated and projected by a 1x1.
 
-    def __init__(self, in_ch: int, channels: int = 256, rates: tuple[int, ...] = (6, 12, 18), conv: str = "standard"):
+    ``atrous(in_ch, out_ch, rate)`` builds each atrous branch; by default a ``conv`` 3x3 -> BN -> ReLU
+    (FarSee-Net's F-ASPP passes its factorized one).
+    """
+
+    def __init__(self, in_ch: int, channels: int = 256, rates: tuple[int, ...] = (6, 12, 18), conv: ConvKind = "standard",
+                 atrous: Callable[[int, int, int], nn.Module] | None = None):
         super().__init__()
+        atrous = atrous or (lambda i, o, r: ConvBNReLU(i, o, 3, dilation=r, conv=conv))
         self.branches = nn.ModuleList([ConvBNReLU(in_ch, channels, 1, conv=conv)])
-        self.branches.extend(ConvBNReLU(in_ch, channels, 3, dilation=r, conv=conv) for r in rates)
+        self.branches.extend(atrous(in_ch, channels, r) for r in rates)
         self.pool = ImagePooling(in_ch, channels)
         self.project = ConvBNReLU(channels * (len(rates) + 2), channels, 1, conv=conv)
         self.out_channels = channels
@@ -60,7 +66,9 @@ class ASPP(nn.Module):
 
 class DeepLabV3PlusDecoder(nn.Module):
     """DeepLabv3+ decoder: upsample the context features to the low-level ones, concat with the low-level features
-    reduced by a 1x1 (48 channels), refine with 3x3 convolutions (2 x 256) and classify with a 1x1."""
+    reduced by a 1x1 (48 channels), refine with 3x3 convolutions (2 x 256) and classify with a 1x1.
+
+    LiteSeg's decoder (section II-E) is this one with 96 filters, separable convolutions and aligned corners."""
 
     def __init__(
         self,
@@ -70,7 +78,7 @@ class DeepLabV3PlusDecoder(nn.Module):
         low_reduce: int | None = 48,
         channels: int = 256,
         num_convs: int = 2,
-        conv: str = "standard",
+        conv: ConvKind = "standard",
         align_corners: bool = True,
     ):
         super().__init__()
@@ -81,7 +89,7 @@ class DeepLabV3PlusDecoder(nn.Module):
         self.align_corners = align_corners
 
     def forward(self, x: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=self.align_corners)
+        x = resize(x, low.shape[-2:], self.align_corners)
         return self.classifier(self.refine(torch.cat([x, self.reduce(low)], 1)))
 
 

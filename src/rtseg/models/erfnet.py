@@ -10,9 +10,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rtseg.models.base import SegmentationModel
-from rtseg.registry import register_model
+from rtseg.models.blocks import LayerStackEncoder, resize, transposed_upsampling
+from rtseg.registry import Variant, register_variants
 
-__all__ = ["LayerStackEncoder", "DownsamplerBlock", "NonBottleneck1D", "UpsamplerBlock", "ERFNetEncoder", "ERFNetDecoder", "ERFNet"]
+__all__ = ["DownsamplerBlock", "NonBottleneck1D", "UpsamplerBlock", "ERFNetEncoder", "ERFNetDecoder", "ERFNet"]
 
 PAPER = "ERFNet (Romera et al., T-ITS 2018)"
 ENCODER_DILATIONS = (2, 4, 8, 16)
@@ -56,33 +57,15 @@ class NonBottleneck1D(nn.Module):
 
 
 class UpsamplerBlock(nn.Module):
-    """ERFNet upsampler: 3x3 stride-2 transposed convolution -> BN -> ReLU."""
+    """ERFNet upsampler: 3x3 stride-2 transposed convolution -> BN -> ReLU (other kernels and strides: ESSNet's Table 4.1)."""
 
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 2, kernel_size: int = 3):
         super().__init__()
-        self.conv = nn.ConvTranspose2d(in_ch, out_ch, 3, stride=2, padding=1, output_padding=1, bias=True)
+        self.conv = transposed_upsampling(in_ch, out_ch, kernel_size, stride, bias=True)
         self.bn = nn.BatchNorm2d(out_ch, eps=1e-3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn(self.conv(x)))
-
-
-class LayerStackEncoder(nn.Module):
-    """An encoder that is ``initial_block`` then ``layers`` in order, with an optional 1x1 ``output_conv`` head."""
-
-    initial_block: nn.Module
-    layers: nn.ModuleList
-    output_conv: nn.Module | None
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.initial_block(x)
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        return self.output_conv(x) if self.output_conv is not None else x
 
 
 class ERFNetEncoder(LayerStackEncoder):
@@ -115,7 +98,7 @@ class ERFNetDecoder(nn.Module):
                 NonBottleneck1D(16, 0, 1),
             ]
         )
-        self.output_conv = nn.ConvTranspose2d(16, num_classes, 2, stride=2, bias=True)
+        self.output_conv = transposed_upsampling(16, num_classes, 2, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
@@ -137,17 +120,13 @@ class ERFNet(SegmentationModel):
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         if self.encoder_only:
-            return F.interpolate(self.encoder(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+            return resize(self.encoder(x), x.shape[-2:])
         return self.decoder(self.encoder.features(x))
 
 
-@register_model("erfnet", paper=PAPER, expected_params=2_064_191, params_source="official PyTorch release (without the encoder-only head)")
-def erfnet(num_classes: int = 19) -> ERFNet:
-    """ERFNet encoder-decoder."""
-    return ERFNet(num_classes)
-
-
-@register_model("erfnet-encoder", paper=PAPER, expected_params=1_876_495, params_source="official release encoder + 1x1 head")
-def erfnet_encoder(num_classes: int = 19) -> ERFNet:
-    """ERFNet encoder with a 1x1 classifier, upsampled 8x bilinearly."""
-    return ERFNet(num_classes, encoder_only=True)
+register_variants(PAPER, {
+    "erfnet": Variant(ERFNet, expected_params=2_064_191, params_source="official PyTorch release (without the encoder-only head)",
+                      description="ERFNet encoder-decoder."),
+    "erfnet-encoder": Variant(ERFNet, {"encoder_only": True}, expected_params=1_876_495, params_source="official release encoder + 1x1 head",
+                              description="ERFNet encoder with a 1x1 classifier, upsampled 8x bilinearly."),
+})

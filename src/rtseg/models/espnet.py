@@ -7,17 +7,18 @@ cards supply the output count, the CamVid file's ``decoder_skip`` and the normal
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from rtseg.models.base import SegmentationModel
-from rtseg.registry import register_model
+from rtseg.models.blocks import resize, transposed_upsampling
+from rtseg.registry import Variant, register_variants
 
 __all__ = ["CBR", "BR", "ESPDownsampler", "ESPBlock", "InputProjection", "ESPNetEncoder", "ESPNet", "ESPNetC"]
 
 PAPER = "ESPNet (Mehta et al., ECCV 2018)"
-ESP_DILATIONS = (1, 2, 4, 8, 16)
 
 
 class CBR(nn.Module):
@@ -177,11 +178,12 @@ class ESPNetC(SegmentationModel):
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         logits = _encoder_stages(self, x)["logits"]
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return resize(logits, x.shape[-2:])
 
 
 # Which 1/2-resolution map the last decoder convolution sees: the official Cityscapes release
 # uses the first convolution's 16 channels, the official CamVid release those plus the image (19).
+DecoderSkip = Literal["level1", "level1-image"]
 DECODER_SKIPS = {"level1": ("output0", 16), "level1-image": ("output0_cat", 16 + 3)}
 
 
@@ -190,10 +192,8 @@ class ESPNet(SegmentationModel):
 
     size_divisor = 8
 
-    def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8, decoder_skip: str = "level1"):
+    def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8, decoder_skip: DecoderSkip = "level1"):
         super().__init__()
-        if decoder_skip not in DECODER_SKIPS:
-            raise ValueError(f"decoder_skip={decoder_skip!r}: expected one of {', '.join(DECODER_SKIPS)}")
         c = num_classes
         self.num_classes = c
         self._skip, skip_ch = DECODER_SKIPS[decoder_skip]
@@ -201,10 +201,10 @@ class ESPNet(SegmentationModel):
         self.level3_C = _Conv(128 + 3, c, 1)
         self.br = nn.BatchNorm2d(c, eps=1e-3)
         self.conv = CBR(skip_ch + c, c, 3, 1)
-        self.up_l3 = nn.Sequential(nn.ConvTranspose2d(c, c, 2, stride=2, bias=False))
+        self.up_l3 = nn.Sequential(transposed_upsampling(c, c, 2))
         self.combine_l2_l3 = nn.Sequential(BR(2 * c), ESPBlock(2 * c, c, residual=False))
-        self.up_l2 = nn.Sequential(nn.ConvTranspose2d(c, c, 2, stride=2, bias=False), BR(c))
-        self.classifier = nn.ConvTranspose2d(c, c, 2, stride=2, bias=False)
+        self.up_l2 = nn.Sequential(transposed_upsampling(c, c, 2), BR(c))
+        self.classifier = transposed_upsampling(c, c, 2)
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         s = self.encoder.stages(x)
@@ -214,15 +214,9 @@ class ESPNet(SegmentationModel):
 
 
 _ESPNET_NOTE = "official release (p=2, q=8)"
-
-
-@register_model("espnet", paper=PAPER, normalization="espnet", expected_params=362_949, params_source=_ESPNET_NOTE)
-def espnet(num_classes: int = 19, p: int = 2, q: int = 8, decoder_skip: str = "level1") -> ESPNet:
-    """ESPNet with the light decoder."""
-    return ESPNet(num_classes, p, q, decoder_skip)
-
-
-@register_model("espnet-c", paper=PAPER, normalization="espnet", expected_params=349_193, params_source=_ESPNET_NOTE)
-def espnet_c(num_classes: int = 19, p: int = 2, q: int = 8) -> ESPNetC:
-    """ESPNet-C: the encoder alone, upsampled 8x bilinearly."""
-    return ESPNetC(num_classes, p, q)
+register_variants(PAPER, {
+    "espnet": Variant(ESPNet, expected_params=362_949, params_source=_ESPNET_NOTE, normalization="espnet",
+                      description="ESPNet with the light decoder."),
+    "espnet-c": Variant(ESPNetC, expected_params=349_193, params_source=_ESPNET_NOTE, normalization="espnet",
+                        description="ESPNet-C: the encoder alone, upsampled 8x bilinearly."),
+})

@@ -14,16 +14,18 @@ open is listed, with the parameter and FLOP counts that decided it, in ``docs/fi
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from rtseg.gradual_grouping import GradualGroupedConv2d
 from rtseg.models.base import SegmentationModel
-from rtseg.models.blocks import ChannelShuffle
+from rtseg.models.blocks import ChannelShuffle, LayerStackEncoder, resize, transposed_upsampling
 from rtseg.models.export_ops import adaptive_avg_pool2d
-from rtseg.models.erfnet import DownsamplerBlock, LayerStackEncoder, NonBottleneck1D, UpsamplerBlock
-from rtseg.registry import register_model
+from rtseg.models.erfnet import DownsamplerBlock, NonBottleneck1D, UpsamplerBlock
+from rtseg.registry import Variant, register_variants
 
 __all__ = [
     "ConvModule",
@@ -40,10 +42,12 @@ __all__ = [
 PAPER = "ESSNet thesis (Vallurupalli, IIIT Hyderabad 2022, chapters 3-4)"
 ENCODER_DILATIONS = (2, 4, 8, 16)
 BN_EPS = 1e-3  # thesis section 3.4.1: BN epsilon 0.001, momentum 0.1
-DECODERS = ("deconv", "upsampling", "trans4x", "trans8x", "nodec", "ppm")
-DECODER_LAYERS = ("non-bt-1d", "conv-module", "mixed")
-DWS_DIL_PAIRS = ("depthwise", "dense")
-DWS_DIL_POINTWISE = ("per-branch", "shared")
+Decoder = Literal["deconv", "upsampling", "trans4x", "trans8x", "nodec", "ppm"]
+DecoderLayers = Literal["non-bt-1d", "conv-module", "mixed"]
+UpsamplingMode = Literal["transposed", "bilinear"]
+EncoderLayout = Literal["a", "b"]
+DWSDilPair = Literal["depthwise", "dense"]
+DWSDilPointwise = Literal["per-branch", "shared"]
 
 
 def _pointwise(channels: int, groups: int, gradual: bool) -> nn.Module:
@@ -93,20 +97,8 @@ class ConvModule(nn.Module):
         return F.relu(out + x)
 
 
-class TransposedUpsampler(nn.Module):
-    """Transposed convolution (``kernel_size``, ``stride``) -> BN -> ReLU: the trans4x block of Table 4.1 and the 1x1 block of Fig. 3.9."""
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int, kernel_size: int = 3):
-        super().__init__()
-        padding = (kernel_size - 1) // 2
-        # output_padding makes the output exactly stride x the input for any kernel size
-        self.conv = nn.ConvTranspose2d(
-            in_ch, out_ch, kernel_size, stride=stride, padding=padding, output_padding=stride + 2 * padding - kernel_size, bias=True
-        )
-        self.bn = nn.BatchNorm2d(out_ch, eps=BN_EPS)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)))
+# The trans4x block of Table 4.1: ERFNet's upsampler (transposed conv -> BN -> ReLU) with stride 4.
+TransposedUpsampler = UpsamplerBlock
 
 
 class Upsampling1x1Block(nn.Module):
@@ -117,13 +109,11 @@ class Upsampling1x1Block(nn.Module):
     MACs, but no zero-filled positions between the upsampled pixels.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, mode: str = "transposed"):
+    def __init__(self, in_ch: int, out_ch: int, mode: UpsamplingMode = "transposed"):
         super().__init__()
-        if mode not in ("transposed", "bilinear"):
-            raise ValueError(f"upsampling_mode must be 'transposed' or 'bilinear', got {mode!r}")
         self.mode = mode
         if mode == "transposed":
-            self.conv = nn.ConvTranspose2d(in_ch, out_ch, 1, stride=2, output_padding=1, bias=True)
+            self.conv = transposed_upsampling(in_ch, out_ch, 1, bias=True)
         else:
             self.conv = nn.Conv2d(in_ch, out_ch, 1, bias=True)
         self.bn = nn.BatchNorm2d(out_ch, eps=BN_EPS)
@@ -161,7 +151,7 @@ class PyramidPoolingModule(nn.Module):
             pooled = x if scale == 1 else adaptive_avg_pool2d(x, ((h + scale - 1) // scale, (w + scale - 1) // scale))
             y = branch(pooled)
             if scale != 1:
-                y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+                y = resize(y, (h, w))
             outs.append(y)
         return torch.cat(outs, 1)
 
@@ -178,7 +168,7 @@ class ESSNetEncoder(LayerStackEncoder):
     def __init__(
         self,
         num_classes: int,
-        layout: str = "b",
+        layout: EncoderLayout = "b",
         groups: int = 1,
         shuffle: bool = False,
         dropout: float = 0.3,
@@ -186,8 +176,6 @@ class ESSNetEncoder(LayerStackEncoder):
         with_head: bool = False,
     ):
         super().__init__()
-        if layout not in ("a", "b"):
-            raise ValueError(f"encoder layout must be 'a' or 'b', got {layout!r}")
 
         def conv_module(c: int, d: int) -> ConvModule:
             return ConvModule(c, d, groups=groups, shuffle=shuffle, dropout=dropout, gradual=gradual)
@@ -209,15 +197,13 @@ class ESSNetEncoder(LayerStackEncoder):
         self.output_conv = nn.Conv2d(128, num_classes, 1, bias=True) if with_head else None
 
 
-def _residual_pair(channels: int, kind: str) -> list[nn.Module]:
+def _residual_pair(channels: int, kind: DecoderLayers) -> list[nn.Module]:
     """The two residual layers after each decoder upsampling block ("mixed" is ESSNet's: Table 3.5 counts)."""
     if kind == "non-bt-1d":
         return [NonBottleneck1D(channels, 0, 1), NonBottleneck1D(channels, 0, 1)]
     if kind == "conv-module":
         return [ConvModule(channels), ConvModule(channels)]
-    if kind == "mixed":
-        return [NonBottleneck1D(channels, 0, 1), ConvModule(channels)]
-    raise ValueError(f"decoder_layers must be one of {', '.join(DECODER_LAYERS)}, got {kind!r}")
+    return [NonBottleneck1D(channels, 0, 1), ConvModule(channels)]  # "mixed"
 
 
 class ESSNetDecoder(nn.Module):
@@ -232,7 +218,8 @@ class ESSNetDecoder(nn.Module):
     ``layers`` picks the residual layers: ERFNet's non-bottleneck-1D, conv-module D, or one of each.
     """
 
-    def __init__(self, num_classes: int, kind: str = "deconv", layers: str = "non-bt-1d", upsampling_mode: str = "transposed"):
+    def __init__(self, num_classes: int, kind: Decoder = "deconv", layers: DecoderLayers = "non-bt-1d",
+                 upsampling_mode: UpsamplingMode = "transposed"):
         super().__init__()
         self.ppm = PyramidPoolingModule(128, 32) if kind == "ppm" else None
         if kind == "deconv":
@@ -248,15 +235,13 @@ class ESSNetDecoder(nn.Module):
             blocks = [TransposedUpsampler(128, 16, stride=4), *_residual_pair(16, layers)]
         elif kind == "trans8x":
             blocks = []
-        elif kind == "ppm":
+        else:  # "ppm"
             blocks = [TransposedUpsampler(self.ppm.out_channels, 16, stride=4), *_residual_pair(16, layers)]
-        else:
-            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {kind!r}")
         self.layers = nn.ModuleList(blocks)
         if kind == "trans8x":
-            self.output_conv = nn.ConvTranspose2d(128, num_classes, 3, stride=8, padding=1, output_padding=7, bias=True)
+            self.output_conv = transposed_upsampling(128, num_classes, 3, stride=8, bias=True)
         else:
-            self.output_conv = nn.ConvTranspose2d(16, num_classes, 2, stride=2, bias=True)
+            self.output_conv = transposed_upsampling(16, num_classes, 2, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.ppm is not None:
@@ -281,20 +266,18 @@ class ESSNet(SegmentationModel):
     def __init__(
         self,
         num_classes: int = 19,
-        encoder: str = "b",
+        encoder: EncoderLayout = "b",
         groups: int = 1,
         shuffle: bool = False,
-        decoder: str = "deconv",
-        decoder_layers: str = "non-bt-1d",
-        upsampling_mode: str = "transposed",
+        decoder: Decoder = "deconv",
+        decoder_layers: DecoderLayers = "non-bt-1d",
+        upsampling_mode: UpsamplingMode = "transposed",
         dropout: float = 0.3,
         gradual_grouping: bool = False,
     ):
         super().__init__()
         if gradual_grouping and groups < 2:
             raise ValueError("gradual_grouping needs a grouped variant (groups >= 2): it moves dense pointwise convolutions to groups")
-        if decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
         self.num_classes = num_classes
         self.decoder_kind = decoder
         self.encoder = ESSNetEncoder(
@@ -304,7 +287,7 @@ class ESSNet(SegmentationModel):
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         if self.decoder is None:
-            return F.interpolate(self.encoder(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+            return resize(self.encoder(x), x.shape[-2:])
         return self.decoder(self.encoder.features(x))
 
 
@@ -324,14 +307,10 @@ class DWSDil(nn.Module):
         channels: int,
         dropout: float = 0.0,
         dilations: tuple[int, ...] = ENCODER_DILATIONS,
-        pair: str = "depthwise",
-        pointwise: str = "per-branch",
+        pair: DWSDilPair = "depthwise",
+        pointwise: DWSDilPointwise = "per-branch",
     ):
         super().__init__()
-        if pair not in DWS_DIL_PAIRS:
-            raise ValueError(f"dws_dil_pair must be one of {', '.join(DWS_DIL_PAIRS)}, got {pair!r}")
-        if pointwise not in DWS_DIL_POINTWISE:
-            raise ValueError(f"dws_dil_pointwise must be one of {', '.join(DWS_DIL_POINTWISE)}, got {pointwise!r}")
         c = channels
         pair_groups = c if pair == "depthwise" else 1
         self.conv3x1 = nn.Conv2d(c, c, (3, 1), padding=(1, 0), groups=pair_groups, bias=True)
@@ -373,8 +352,8 @@ class WSPDNet(SegmentationModel):
         num_classes: int = 19,
         dws_dil_layers: int = 3,
         dropout: float = 0.3,
-        dws_dil_pair: str = "depthwise",
-        dws_dil_pointwise: str = "per-branch",
+        dws_dil_pair: DWSDilPair = "depthwise",
+        dws_dil_pointwise: DWSDilPointwise = "per-branch",
     ):
         super().__init__()
         if dws_dil_layers < 1:
@@ -397,7 +376,7 @@ class WSPDNet(SegmentationModel):
                 NonBottleneck1D(16, 0, 1, kernel_size=3),
             ]
         )
-        self.output_conv = nn.ConvTranspose2d(16, num_classes, 2, stride=2, bias=True)
+        self.output_conv = transposed_upsampling(16, num_classes, 2, bias=True)
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         x = self.initial_block(x)
@@ -408,87 +387,41 @@ class WSPDNet(SegmentationModel):
         return self.output_conv(x)
 
 
-# Conv-module variants of Tables 3.1-3.4: name suffix -> (groups, shuffle)
-_VARIANTS = {"d": (1, False), "dg2": (2, False), "dg4": (4, False), "dg8": (8, False), "dg2s": (2, True), "dg4s": (4, True), "dg8s": (8, True)}
-
-# Our parameter counts at 19 classes (the test class asserts them; docs/fidelity.md compares them with the thesis).
-_EXPECTED = {
-    "essnet-b-d": 572_863,
-    "essnet-b-dg2": 421_311,
-    "essnet-b-dg4": 345_535,
-    "essnet-b-dg8": 307_647,
-    "essnet-a-d": 1_338_431,
-    "essnet-a-dg2": 1_264_703,
-    "essnet-a-dg4": 1_227_839,
-    "essnet-a-dg8": 1_209_407,
-    "essnet-d": 457_055,
-    "essnet-dg2": 305_503,
-    "essnet-dg4": 229_727,
-    "essnet-d-ups": 499_135,
-    "essnet-d-trans4x": 404_287,
-    "essnet-d-trans8x": 404_623,
-    "essnet-d-nodec": 385_167,
-    "essnet-ppm": 292_351,
-    "wspdnet": 692_927,
-}
+_OURS = "our count at 19 classes; thesis figure and tolerance in tests/test_essnet.py"
 
 
-def _expected(name: str) -> int:
-    # shuffle variants have the same parameters as the grouped ones (a shuffle has no weights)
-    return _EXPECTED[name[:-1] if name.endswith("s") and name[:-1] in _EXPECTED else name]
+def _table_3_1_to_3_4(layout: str, table: str, params: dict[str, int]) -> dict[str, Variant]:
+    """ESSNetA / ESSNetB with conv-modules D, DG2-8 and DG2-8S (a shuffle adds no parameters)."""
+    rows = {}
+    for suffix, groups in (("d", 1), ("dg2", 2), ("dg4", 4), ("dg8", 8)):
+        for shuffle in (False, True) if groups > 1 else (False,):
+            label = suffix + "s" * shuffle
+            rows[f"essnet-{layout}-{label}"] = Variant(
+                ESSNet, {"encoder": layout, "groups": groups, "shuffle": shuffle}, params[suffix], _OURS,
+                f"ESSNet{layout.upper()}-{label.upper()} ({table}): conv-module {label.upper()} in the encoder, ERFNet decoder")
+    return rows
 
 
-for _suffix, (_groups, _shuffle) in _VARIANTS.items():
-    for _layout, _table in (("b", "Table 3.1 / 3.2"), ("a", "Table 3.3 / 3.4")):
-        _name = f"essnet-{_layout}-{_suffix}"
-        register_model(
-            _name,
-            paper=PAPER,
-            description=f"ESSNet{_layout.upper()}-{_suffix.upper()} ({_table}): conv-module {_suffix.upper()} in the encoder, ERFNet decoder",
-            defaults={"encoder": _layout, "groups": _groups, "shuffle": _shuffle},
-            expected_params=_expected(_name),
-            params_source="our count at 19 classes; thesis figure and tolerance in tests/test_essnet.py",
-        )(ESSNet)
-
-for _suffix in ("d", "dg2", "dg4"):
-    register_model(
-        f"essnet-{_suffix}",
-        paper=PAPER,
-        description=f"ESSNet-{_suffix.upper()} (section 3.5.2, Table 3.5): conv-modules in the encoder, 1x1 upsampling and "
-        "one non-bottleneck-1D + one conv-module per decoder stage (decoder_layers='conv-module' for two conv-modules)",
-        defaults={"groups": _VARIANTS[_suffix][0], "decoder": "upsampling", "decoder_layers": "mixed"},
-        expected_params=_expected(f"essnet-{_suffix}"),
-        params_source="our count at 19 classes; thesis figure and tolerance in tests/test_essnet.py",
-    )(ESSNet)
-
-for _decoder, _layers, _what in (
-    ("ups", "non-bt-1d", "ESSNetB-D with only its upsampling blocks replaced by the 1x1 upsampling block"),
-    ("trans4x", "conv-module", "a x4 deconvolution, two conv-modules and the final x2 deconvolution"),
-    ("trans8x", "conv-module", "a single x8 deconvolution to the classes"),
-    ("nodec", "conv-module", "no decoder: 1x1 classifier on the encoder output, bilinear x8"),
-):
-    register_model(
-        f"essnet-d-{_decoder}",
-        paper=PAPER,
-        description=f"ESSNet-D decoder variant of Table 4.1: {_what}",
-        defaults={"decoder": "upsampling" if _decoder == "ups" else _decoder, "decoder_layers": _layers},
-        expected_params=_expected(f"essnet-d-{_decoder}"),
-        params_source="our count at 19 classes; thesis GFLOPs and tolerance in tests/test_essnet.py",
-    )(ESSNet)
-
-register_model(
-    "essnet-ppm",
-    paper=PAPER,
-    description="ESSNetB-DG2 encoder with pyramid pooling and the shortened decoder (section 4.2; groups=4 or 8 for the other two)",
-    defaults={"groups": 2, "decoder": "ppm"},
-    expected_params=_EXPECTED["essnet-ppm"],
-    params_source="our count at 19 classes (the thesis gives no figure)",
-)(ESSNet)
-
-register_model(
-    "wspdnet",
-    paper=PAPER,
-    description="WSPD-Net (Table 4.2): non-bottleneck-1D 3K / 5K layers and three DWS-Dil layers (18 layers)",
-    expected_params=_EXPECTED["wspdnet"],
-    params_source="our count at 19 classes; thesis says 0.67 M (tests/test_essnet.py)",
-)(WSPDNet)
+_ESSNET_DESCRIPTION = ("ESSNet-{} (section 3.5.2, Table 3.5): conv-modules in the encoder, 1x1 upsampling and one non-bottleneck-1D "
+                       "+ one conv-module per decoder stage (decoder_layers='conv-module' for two conv-modules)")
+_TABLE_4_1 = "ESSNet-D decoder variant of Table 4.1: "
+_TABLE_4_1_SOURCE = "our count at 19 classes; thesis GFLOPs and tolerance in tests/test_essnet.py"
+register_variants(PAPER, {
+    **_table_3_1_to_3_4("b", "Table 3.1 / 3.2", {"d": 572_863, "dg2": 421_311, "dg4": 345_535, "dg8": 307_647}),
+    **_table_3_1_to_3_4("a", "Table 3.3 / 3.4", {"d": 1_338_431, "dg2": 1_264_703, "dg4": 1_227_839, "dg8": 1_209_407}),
+    **{f"essnet-{suffix}": Variant(ESSNet, {"groups": groups, "decoder": "upsampling", "decoder_layers": "mixed"}, params, _OURS,
+                                   _ESSNET_DESCRIPTION.format(suffix.upper()))
+       for suffix, groups, params in (("d", 1, 457_055), ("dg2", 2, 305_503), ("dg4", 4, 229_727))},
+    "essnet-d-ups": Variant(ESSNet, {"decoder": "upsampling", "decoder_layers": "non-bt-1d"}, 499_135, _TABLE_4_1_SOURCE,
+                            _TABLE_4_1 + "ESSNetB-D with only its upsampling blocks replaced by the 1x1 upsampling block"),
+    "essnet-d-trans4x": Variant(ESSNet, {"decoder": "trans4x", "decoder_layers": "conv-module"}, 404_287, _TABLE_4_1_SOURCE,
+                                _TABLE_4_1 + "a x4 deconvolution, two conv-modules and the final x2 deconvolution"),
+    "essnet-d-trans8x": Variant(ESSNet, {"decoder": "trans8x", "decoder_layers": "conv-module"}, 404_623, _TABLE_4_1_SOURCE,
+                                _TABLE_4_1 + "a single x8 deconvolution to the classes"),
+    "essnet-d-nodec": Variant(ESSNet, {"decoder": "nodec", "decoder_layers": "conv-module"}, 385_167, _TABLE_4_1_SOURCE,
+                              _TABLE_4_1 + "no decoder: 1x1 classifier on the encoder output, bilinear x8"),
+    "essnet-ppm": Variant(ESSNet, {"groups": 2, "decoder": "ppm"}, 292_351, "our count at 19 classes (the thesis gives no figure)",
+                          "ESSNetB-DG2 encoder with pyramid pooling and the shortened decoder (section 4.2; groups=4 or 8 for the other two)"),
+    "wspdnet": Variant(WSPDNet, {}, 692_927, "our count at 19 classes; thesis says 0.67 M (tests/test_essnet.py)",
+                       "WSPD-Net (Table 4.2): non-bottleneck-1D 3K / 5K layers and three DWS-Dil layers (18 layers)"),
+})

@@ -13,18 +13,19 @@ is recorded in docs/fidelity.md ("FarSee-Net").
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rtseg.models.backbones import create_backbone
+from rtseg.models.backbones import create_backbone, default_feature_stages
 from rtseg.models.base import SegmentationModel
-from rtseg.models.deeplab import ASPP, ConvBNReLU, DeepLabV3PlusDecoder, ImagePooling, init_head
-from rtseg.models.liteseg import default_feature_stages
-from rtseg.registry import register_model
+from rtseg.models.blocks import resize
+from rtseg.models.deeplab import ASPP, ConvBNReLU, DeepLabV3PlusDecoder, init_head
+from rtseg.registry import Variant, register_variants
 
-__all__ = ["FactorizedAtrousConv", "FASPP", "CFASPP", "SubPixelConv", "FarSeeNet", "METHODS", "SUBPIXEL_LAYOUTS"]
+__all__ = ["FactorizedAtrousConv", "FASPP", "CFASPP", "SubPixelConv", "FarSeeNet", "METHODS"]
 
 PAPER = "FarSee-Net (Zhang & Zhang, ICRA 2020)"
 ASPP_RATES = (6, 12, 18)
@@ -33,7 +34,7 @@ FEATURE_STAGES = {"resnet18": ("conv3_x", "layer4")}
 # Table I: 1 = ASPP + DeepLabv3+ decoder, 2 = F-ASPP + decoder, 3 = CF-ASPP (no decoder, no SR), 4 = full.
 # Where Table I method 4 puts its two sub-pixel convolutions (section III-C; docs/fidelity.md):
 # "cascade": one between the two F-ASPPs, one after them; "head": both after the cascade.
-SUBPIXEL_LAYOUTS = ("cascade", "head")
+SubpixelLayout = Literal["cascade", "head"]
 METHODS = {
     1: {"context": "aspp", "super_resolution": False},
     2: {"context": "faspp", "super_resolution": False},
@@ -57,20 +58,12 @@ class FactorizedAtrousConv(nn.Sequential):
         )
 
 
-class FASPP(nn.Module):
+class FASPP(ASPP):
     """Factorized ASPP (section III-B): the ASPP of DeepLabv3+ (1x1 branch, atrous branches, image pooling,
     1x1 projection) with every 3x3 atrous convolution factorized."""
 
     def __init__(self, in_ch: int, channels: int = 256, rates: tuple[int, ...] = ASPP_RATES):
-        super().__init__()
-        self.branches = nn.ModuleList([ConvBNReLU(in_ch, channels, 1)])
-        self.branches.extend(FactorizedAtrousConv(in_ch, channels, r) for r in rates)
-        self.pool = ImagePooling(in_ch, channels)
-        self.project = ConvBNReLU(channels * (len(rates) + 2), channels, 1)
-        self.out_channels = channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(torch.cat([b(x) for b in self.branches] + [self.pool(x)], 1))
+        super().__init__(in_ch, channels, rates, atrous=FactorizedAtrousConv)
 
 
 class SubPixelConv(nn.Module):
@@ -118,7 +111,7 @@ class CFASPP(nn.Module):
         if self.upsample is not None:
             x = self.upsample(x)
         if x.shape[-2:] != low.shape[-2:]:
-            x = F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=False)
+            x = resize(x, low.shape[-2:])
         return self.low(torch.cat([x, low], 1))
 
 
@@ -133,20 +126,14 @@ class FarSeeNet(SegmentationModel):
         self,
         num_classes: int = 19,
         backbone: str = "resnet18",
-        method: int = 4,
-        output_scale: int = 2,
+        method: Literal[1, 2, 3, 4] = 4,
+        output_scale: Literal[1, 2, 4] = 2,
         low_level_stage: str | None = None,
         rates: tuple[int, ...] = ASPP_RATES,
         pretrained: str | os.PathLike | None = None,
-        subpixel_layout: str = "cascade",
+        subpixel_layout: SubpixelLayout = "cascade",
     ):
         super().__init__()
-        if subpixel_layout not in SUBPIXEL_LAYOUTS:
-            raise ValueError(f"subpixel_layout must be one of {', '.join(map(repr, SUBPIXEL_LAYOUTS))}, got {subpixel_layout!r}")
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {sorted(METHODS)} (FarSee-Net Table I), got {method!r}")
-        if output_scale not in (1, 2, 4):
-            raise ValueError(f"output_scale must be 1, 2 or 4, got {output_scale!r}")
         with torch.device("meta"):  # only to read the stage table, without allocating weights
             probe = create_backbone(backbone)
         low_default, high = FEATURE_STAGES.get(backbone) or default_feature_stages(probe, 8)
@@ -195,41 +182,19 @@ class FarSeeNet(SegmentationModel):
             out = self.head(self.context(high, low))
         size = (x.shape[-2] * self.output_scale, x.shape[-1] * self.output_scale)
         if out.shape[-2:] != size:
-            out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+            out = resize(out, size)
         return out
 
 
-def farseenet(
-    num_classes: int = 19,
-    backbone: str = "resnet18",
-    method: int = 4,
-    output_scale: int = 2,
-    low_level_stage: str | None = None,
-    pretrained: str | None = None,
-    subpixel_layout: str = "cascade",
-) -> FarSeeNet:
-    """FarSee-Net: front-end + CF-ASPP + feature-space super-resolution (output twice the input size)."""
-    return FarSeeNet(num_classes, backbone, method, output_scale, low_level_stage, ASPP_RATES, pretrained, subpixel_layout)
-
-
 _OURS = "our count (FarSee-Net reports no parameter figures; see docs/fidelity.md)"
-register_model("farseenet", paper=PAPER, expected_params=13_600_496, params_source=_OURS)(farseenet)
-_METHOD_DESCRIPTIONS = {
-    1: "FarSee-Net Table I method 1: ResNet-18 + ASPP + DeepLabv3+ decoder",
-    2: "FarSee-Net Table I method 2: ResNet-18 + F-ASPP + DeepLabv3+ decoder",
-    3: "FarSee-Net Table I method 3: ResNet-18 + CF-ASPP, no decoder, no super-resolution",
-    4: "FarSee-Net Table I method 4: the full network (same as farseenet)",
-}
-_METHOD_PARAMS = {1: 16_610_739, 2: 13_473_459, 3: 12_506_963, 4: 13_600_496}
-for _m, _desc in _METHOD_DESCRIPTIONS.items():
-    register_model(
-        f"farseenet-method{_m}", paper=PAPER, description=_desc, defaults={"method": _m}, expected_params=_METHOD_PARAMS[_m], params_source=_OURS
-    )(farseenet)
-register_model(
-    "farseenet-mobilenetv2",
-    paper=PAPER,
-    description="FarSee-Net back-end on MobileNetV2 (the paper's plug-in claim; not in its tables)",
-    defaults={"backbone": "mobilenetv2"},
-    expected_params=5_569_456,
-    params_source=_OURS,
-)(farseenet)
+_RESNET18 = "FarSee-Net Table I method {}: ResNet-18 + "
+register_variants(PAPER, {
+    "farseenet": Variant(FarSeeNet, {}, 13_600_496, _OURS,
+                         "FarSee-Net: front-end + CF-ASPP + feature-space super-resolution (output twice the input size)."),
+    "farseenet-method1": Variant(FarSeeNet, {"method": 1}, 16_610_739, _OURS, _RESNET18.format(1) + "ASPP + DeepLabv3+ decoder"),
+    "farseenet-method2": Variant(FarSeeNet, {"method": 2}, 13_473_459, _OURS, _RESNET18.format(2) + "F-ASPP + DeepLabv3+ decoder"),
+    "farseenet-method3": Variant(FarSeeNet, {"method": 3}, 12_506_963, _OURS, _RESNET18.format(3) + "CF-ASPP, no decoder, no super-resolution"),
+    "farseenet-method4": Variant(FarSeeNet, {"method": 4}, 13_600_496, _OURS, "FarSee-Net Table I method 4: the full network (same as farseenet)"),
+    "farseenet-mobilenetv2": Variant(FarSeeNet, {"backbone": "mobilenetv2"}, 5_569_456, _OURS,
+                                     "FarSee-Net back-end on MobileNetV2 (the paper's plug-in claim; not in its tables)"),
+})

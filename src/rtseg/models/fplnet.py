@@ -11,14 +11,15 @@ options reproduce every row of Tables VI-X.
 """
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from rtseg.models.base import SegmentationModel
-from rtseg.models.blocks import ConvBNAct
+from rtseg.models.blocks import ConvBNAct, resize, transposed_upsampling
 from rtseg.models.espnet import ESPBlock, ESPDownsampler, ESPNetC
-from rtseg.registry import register_model
+from rtseg.registry import Variant, register_variants
 
 __all__ = [
     "NormAct",
@@ -38,37 +39,40 @@ __all__ = [
 PAPER = "FPLNet (Atif et al., Factorized Pyramidal Learning)"
 BN_EPS = 1e-3  # as in the ESP modules the ablations swap in, so a swap changes the module only
 DILATIONS = (2, 4, 8, 16)
-FACTORIZATIONS = ("composite", "none", "all")
-PFF_MODES = ("adjacent", "local", "none")
-ACTIVATIONS = ("prelu", "relu")
-# Table VIII: feature/image fusion at the end of stages 2 and 3.
-FUSIONS = ("fir", "if", "isff-add", "isff-concat", "if+isff-add", "if+isff-concat")
+Factorization = Literal["composite", "none", "all"]
+PFFMode = Literal["adjacent", "local", "none"]
+Activation = Literal["prelu", "relu"]
+ModuleKind = Literal["fpl", "esp"]
+Downsampling = Literal["delayed", "hasty"]
+# Table VIII: feature/image fusion at the end of stages 2 and 3, as the parts each concatenates:
+# "sum" = deep + shallow features, "deep" / "shallow" = either alone, "image" = the downsampled image (3 channels).
+Fusion = Literal["fir", "if", "isff-add", "isff-concat", "if+isff-add", "if+isff-concat"]
+FUSION_PARTS = {
+    "fir": ("sum", "deep", "image"),
+    "if": ("deep", "image"),
+    "isff-add": ("sum",),
+    "isff-concat": ("deep", "shallow"),
+    "if+isff-add": ("sum", "image"),
+    "if+isff-concat": ("deep", "shallow", "image"),
+}
+PFF_MODES, FUSIONS = get_args(PFFMode), get_args(Fusion)
 
 
-def _activation(kind: str, channels: int) -> nn.Module:
-    if kind == "prelu":
-        return nn.PReLU(channels)
-    if kind == "relu":
-        return nn.ReLU(inplace=True)
-    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {kind!r}")
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+def _activation(kind: Activation, channels: int) -> nn.Module:
+    return nn.PReLU(channels) if kind == "prelu" else nn.ReLU(inplace=True)
 
 
 class NormAct(nn.Sequential):
     """BN + PReLU (or ReLU) on a feature tensor (Fig. 2, after every module and fusion)."""
 
-    def __init__(self, channels: int, activation: str = "prelu"):
+    def __init__(self, channels: int, activation: Activation = "prelu"):
         super().__init__(nn.BatchNorm2d(channels, eps=BN_EPS), _activation(activation, channels))
 
 
 class FactorizedConv(nn.Module):
     """A (dilated, optionally strided) 3x3 convolution factorized into 3x1 -> non-linearity -> 1x3 (Sec. III-A-2)."""
 
-    def __init__(self, in_ch: int, out_ch: int, dilation: int = 1, stride: int = 1, activation: str = "prelu"):
+    def __init__(self, in_ch: int, out_ch: int, dilation: int = 1, stride: int = 1, activation: Activation = "prelu"):
         super().__init__()
         d = dilation
         self.conv3x1 = nn.Conv2d(in_ch, out_ch, (3, 1), (stride, 1), (d, 0), dilation=(d, 1), bias=False)
@@ -79,7 +83,7 @@ class FactorizedConv(nn.Module):
         return self.conv1x3(self.act(self.conv3x1(x)))
 
 
-def _conv3x3(in_ch: int, out_ch: int, dilation: int, stride: int, factorized: bool, activation: str) -> nn.Module:
+def _conv3x3(in_ch: int, out_ch: int, dilation: int, stride: int, factorized: bool, activation: Activation) -> nn.Module:
     if factorized:
         return FactorizedConv(in_ch, out_ch, dilation, stride, activation)
     return nn.Conv2d(in_ch, out_ch, 3, stride, dilation, dilation=dilation, bias=False)
@@ -101,13 +105,11 @@ class FPLModule(nn.Module):
         out_ch: int,
         stride: int = 1,
         dilations: tuple[int, ...] = DILATIONS,
-        factorization: str = "composite",
-        pff: str = "adjacent",
-        activation: str = "prelu",
+        factorization: Factorization = "composite",
+        pff: PFFMode = "adjacent",
+        activation: Activation = "prelu",
     ):
         super().__init__()
-        _check_choice("factorization", factorization, FACTORIZATIONS)
-        _check_choice("pff", pff, PFF_MODES)
         b = len(dilations)
         if out_ch % b:
             raise ValueError(f"FPL module output channels ({out_ch}) must be divisible by the number of branches ({b})")
@@ -144,9 +146,8 @@ class InitialModule(nn.Module):
     """Initial module (Sec. III-A-1, Fig. 2 left, Table II layers 1-4): stride-2 3x3 conv, two 3x3 convs at 1/2
     resolution (delayed downsampling; "hasty" leaves them out), concatenated with the 1/2-size image."""
 
-    def __init__(self, channels: int = 32, downsampling: str = "delayed", activation: str = "prelu"):
+    def __init__(self, channels: int = 32, downsampling: Downsampling = "delayed", activation: Activation = "prelu"):
         super().__init__()
-        _check_choice("downsampling", downsampling, ("delayed", "hasty"))
         act = nn.PReLU if activation == "prelu" else nn.ReLU
         self.downsample = ConvBNAct(3, channels, 3, stride=2, act=act, bn_eps=BN_EPS)
         n_convs = 2 if downsampling == "delayed" else 0
@@ -165,45 +166,34 @@ class FIRUnit(nn.Module):
     feature fusion by addition or concatenation ("isff-add", "isff-concat") and their combinations with "if".
     """
 
-    def __init__(self, mode: str = "fir"):
+    def __init__(self, mode: Fusion = "fir"):
         super().__init__()
-        _check_choice("fusion", mode, FUSIONS)
         self.mode = mode
+        self.parts = FUSION_PARTS[mode]
 
     def out_channels(self, channels: int) -> int:
-        return {"fir": 2 * channels + 3, "if": channels + 3, "isff-add": channels, "isff-concat": 2 * channels,
-                "if+isff-add": channels + 3, "if+isff-concat": 2 * channels + 3}[self.mode]
+        return sum(3 if part == "image" else channels for part in self.parts)
 
     def forward(self, deep: torch.Tensor, shallow: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        mode = self.mode
-        if mode == "fir":
-            return torch.cat([deep + shallow, deep, image], 1)
-        if mode == "if":
-            return torch.cat([deep, image], 1)
-        if mode == "isff-add":
-            return deep + shallow
-        if mode == "isff-concat":
-            return torch.cat([deep, shallow], 1)
-        if mode == "if+isff-add":
-            return torch.cat([deep + shallow, image], 1)
-        return torch.cat([deep, shallow, image], 1)
+        tensors = {"deep": deep, "shallow": shallow, "image": image}
+        outs = [deep + shallow if part == "sum" else tensors[part] for part in self.parts]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, 1)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"
 
 
 def _transposed(in_ch: int, out_ch: int, kernel_size: int) -> nn.ConvTranspose2d:
-    # Exact 2x upsampling for any kernel >= 2: out = 2*(H-1) - 2p + k + op = 2H.
+    # A 1x1 kernel would leave every other output pixel empty: the decoder kernels of Table II are 2 or 3.
     if kernel_size < 2:
         raise ValueError(f"deconvolution kernel size must be >= 2, got {kernel_size}")
-    p = (kernel_size - 1) // 2
-    return nn.ConvTranspose2d(in_ch, out_ch, kernel_size, 2, p, output_padding=2 * p - (kernel_size - 2), bias=False)
+    return transposed_upsampling(in_ch, out_ch, kernel_size)
 
 
 class Upsampler(nn.Module):
     """Upsampling block 'U' (Fig. 4): stride-2 deconvolution + BN + PReLU."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, activation: str = "prelu"):
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, activation: Activation = "prelu"):
         super().__init__()
         self.deconv = _transposed(in_ch, out_ch, kernel_size)
         self.norm_act = NormAct(out_ch, activation)
@@ -212,9 +202,8 @@ class Upsampler(nn.Module):
         return self.norm_act(self.deconv(x))
 
 
-def _module_factory(module: str, dilations, factorization: str, pff: str, activation: str, esp_downsampler: bool):
+def _module_factory(module: ModuleKind, dilations, factorization: Factorization, pff: PFFMode, activation: Activation, esp_downsampler: bool):
     """(regular block, downsampler) constructors ``(in_ch, out_ch) -> nn.Module`` for FPL or ESP modules (Table VI)."""
-    _check_choice("module", module, ("fpl", "esp"))
     opts = dict(dilations=tuple(dilations), factorization=factorization, pff=pff, activation=activation)
 
     def fpl_block(i: int, o: int) -> nn.Module:
@@ -234,21 +223,10 @@ class FPLNetEncoder(nn.Module):
     """FPLNet encoder (Fig. 4, Table II layers 1-20): initial module, FPL downsampler + n2 FPL modules at 1/4,
     FIR unit, FPL downsampler + n3 FPL modules at 1/8, FIR unit; each fusion followed by BN + PReLU."""
 
-    def __init__(
-        self,
-        module: str = "fpl",
-        downsampling: str = "delayed",
-        fusion: str = "fir",
-        stage2_modules: int = 4,
-        stage3_modules: int = 8,
-        factorization: str = "composite",
-        activation: str = "prelu",
-        dilations: tuple[int, ...] = DILATIONS,
-        pff: str = "adjacent",
-        esp_downsampler: bool = True,
-    ):
+    def __init__(self, block, down, downsampling: Downsampling = "delayed", fusion: Fusion = "fir", stage2_modules: int = 4,
+                 stage3_modules: int = 8, activation: Activation = "prelu"):
+        """``block`` / ``down``: constructors ``(in_ch, out_ch) -> nn.Module`` of the regular module and the downsampler."""
         super().__init__()
-        block, down = _module_factory(module, dilations, factorization, pff, activation, esp_downsampler)
         # ESPNet's image pyramid: the image average-pooled (3x3, stride 2) once per downsampling.
         self.image_pool = nn.AvgPool2d(3, stride=2, padding=1)
         self.initial = InitialModule(32, downsampling, activation)
@@ -277,7 +255,7 @@ class FPLNetDecoder(nn.Module):
     """FPLNet's sequential asymmetric decoder (Table II layers 21-28): 1x1 projection to 64, upsampler,
     2 FPL, upsampler to 16, 2 FPL, deconvolution projection to the classes."""
 
-    def __init__(self, in_ch: int, num_classes: int, block, kernels: tuple[int, int, int] = (3, 3, 2), activation: str = "prelu"):
+    def __init__(self, in_ch: int, num_classes: int, block, kernels: tuple[int, int, int] = (3, 3, 2), activation: Activation = "prelu"):
         super().__init__()
         k1, k2, k3 = kernels
         self.project = nn.Conv2d(in_ch, 64, 1, bias=False)
@@ -301,29 +279,28 @@ class FPLNet(SegmentationModel):
         self,
         num_classes: int = 19,
         encoder_only: bool = False,
-        module: str = "fpl",
-        downsampling: str = "delayed",
-        fusion: str = "fir",
+        module: ModuleKind = "fpl",
+        downsampling: Downsampling = "delayed",
+        fusion: Fusion = "fir",
         stage2_modules: int = 4,
         stage3_modules: int = 8,
-        factorization: str = "composite",
-        activation: str = "prelu",
+        factorization: Factorization = "composite",
+        activation: Activation = "prelu",
         dilations: tuple[int, ...] = DILATIONS,
-        pff: str = "adjacent",
+        pff: PFFMode = "adjacent",
         esp_downsampler: bool = True,
         decoder_kernels: tuple[int, int, int] = (3, 3, 2),
     ):
         super().__init__()
         self.num_classes = num_classes
         self.encoder_only = encoder_only
-        self.encoder = FPLNetEncoder(module, downsampling, fusion, stage2_modules, stage3_modules, factorization,
-                                     activation, dilations, pff, esp_downsampler)
+        block, down = _module_factory(module, dilations, factorization, pff, activation, esp_downsampler)
+        self.encoder = FPLNetEncoder(block, down, downsampling, fusion, stage2_modules, stage3_modules, activation)
         c = self.encoder.out_channels
         if encoder_only:
             self.head = nn.Conv2d(c, num_classes, 1, bias=False)
             self.decoder = None
         else:
-            block, _ = _module_factory(module, dilations, factorization, pff, activation, esp_downsampler)
             self.head = None
             self.decoder = FPLNetDecoder(c, num_classes, block, tuple(decoder_kernels), activation)
 
@@ -331,14 +308,14 @@ class FPLNet(SegmentationModel):
         features = self.encoder(x)
         if self.decoder is not None:
             return self.decoder(features)
-        return F.interpolate(self.head(features), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return resize(self.head(features), x.shape[-2:])
 
 
 class ESPNetFPL(ESPNetC):
     """ESPNet-C with its ESP modules replaced by FPL modules (Table VI, "ESPNet-FPL"); everything else as ESPNet-C."""
 
     def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8, fpl_downsamplers: bool = True,
-                 dilations: tuple[int, ...] = DILATIONS, factorization: str = "composite", pff: str = "adjacent"):
+                 dilations: tuple[int, ...] = DILATIONS, factorization: Factorization = "composite", pff: PFFMode = "adjacent"):
         super().__init__(num_classes, p, q)
         opts = dict(dilations=tuple(dilations), factorization=factorization, pff=pff)
         if fpl_downsamplers:
@@ -348,15 +325,13 @@ class ESPNetFPL(ESPNetC):
         self.level3 = nn.ModuleList([FPLModule(128, 128, **opts) for _ in range(q)])
 
 
-register_model("fplnet", paper=PAPER, expected_params=499_611, params_source="paper Table IV: 0.49 M (< 0.5 M)",
-               description="FPLNet: FPL-module encoder with FIR units and a sequential asymmetric decoder.")(FPLNet)
-register_model("fplnet-encoder", paper=PAPER, defaults={"encoder_only": True}, expected_params=419_652,
-               params_source="paper Tables VI-X: 0.42 M; Table VIII: 419,994",
-               description="FPLNet encoder with a 1x1 projection to the classes, upsampled 8x bilinearly")(FPLNet)
-register_model("fplnet-esp", paper=PAPER, defaults={"encoder_only": True, "module": "esp"}, expected_params=385_883,
-               params_source="paper Table VI: 0.38 M",
-               description="FPLNet encoder with ESP modules in place of FPL modules (Table VI, encoder only)")(FPLNet)
-
-
-register_model("espnet-fpl", paper=PAPER, expected_params=380_722, params_source="paper Table VI: 0.38 M",
-               description="ESPNet-C with FPL modules in place of ESP modules (Table VI, encoder only, 8x bilinear upsampling).")(ESPNetFPL)
+register_variants(PAPER, {
+    "fplnet": Variant(FPLNet, {}, 499_611, "paper Table IV: 0.49 M (< 0.5 M)",
+                      "FPLNet: FPL-module encoder with FIR units and a sequential asymmetric decoder."),
+    "fplnet-encoder": Variant(FPLNet, {"encoder_only": True}, 419_652, "paper Tables VI-X: 0.42 M; Table VIII: 419,994",
+                              "FPLNet encoder with a 1x1 projection to the classes, upsampled 8x bilinearly"),
+    "fplnet-esp": Variant(FPLNet, {"encoder_only": True, "module": "esp"}, 385_883, "paper Table VI: 0.38 M",
+                          "FPLNet encoder with ESP modules in place of FPL modules (Table VI, encoder only)"),
+    "espnet-fpl": Variant(ESPNetFPL, {}, 380_722, "paper Table VI: 0.38 M",
+                          "ESPNet-C with FPL modules in place of ESP modules (Table VI, encoder only, 8x bilinear upsampling)."),
+})

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterable
 
-from rtseg.models.backbones.base import Backbone, Stage
+from rtseg.models.backbones.base import Backbone, Stage, default_feature_stages
 from rtseg.models.backbones.darknet import Darknet19, load_darknet_weights, read_darknet_weights
 from rtseg.models.backbones.mobilenetv2 import MobileNetV2
 from rtseg.models.backbones.resnet import ResNet18
@@ -18,6 +18,7 @@ from rtseg.models.backbones.shufflenetv2 import ShuffleNetV2
 __all__ = [
     "Backbone",
     "Stage",
+    "default_feature_stages",
     "BACKBONES",
     "create_backbone",
     "list_backbones",

@@ -9,7 +9,7 @@ from typing import Iterable, Mapping
 import torch
 import torch.nn as nn
 
-__all__ = ["Stage", "Backbone"]
+__all__ = ["Stage", "Backbone", "default_feature_stages"]
 
 
 @dataclass(frozen=True)
@@ -235,3 +235,14 @@ class Backbone(nn.Module):
 
     def _load_darknet(self, path, strict: bool) -> dict[str, list[str]]:
         raise ValueError(f"{type(self).__name__} cannot read Darknet .weights files ({path})")
+
+
+def default_feature_stages(backbone: Backbone, low_stride: int) -> tuple[str, str]:
+    """(low-level stage, high-level stage) for a segmentation head on a backbone without a recorded choice: the
+    deepest stage at ``low_stride`` (the next larger stride if there is none) and the last stage."""
+    stages = backbone.stage_specs
+    for stride in (low_stride, low_stride * 2):
+        at = [s.name for s in stages if s.stride == stride]
+        if at:
+            return at[-1], stages[-1].name
+    raise ValueError(f"{type(backbone).__name__} has no stage at stride {low_stride}")
