@@ -251,7 +251,7 @@ def test_bf16_precision_converts_weights_and_keeps_the_arg_max():
         cmp = compare_outputs(model(x), out)
     assert out.dtype == torch.float32
     assert 0 < cmp["max_abs_diff"] < 0.1 and cmp["argmax_agreement"] > 0.95
-    assert "bf16" in report.summary() and fast.normalization == model.normalization
+    assert "bf16" in report.summary() and fast.rtseg_card == model.rtseg_card
 
 
 def test_auto_precision_follows_the_cpu_and_the_accuracy_check(monkeypatch):
