@@ -33,3 +33,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# OpenVINO starts its runtime threads when it loads; a fork() after that (the trainer's DataLoader worker
+# processes) crashed the whole pytest process with SIGSEGV (torch 2.13, openvino 2026.4). The modules that
+# load OpenVINO therefore run after every other test (the order is otherwise kept).
+_LOADS_OPENVINO = {"test_openvino.py", "test_benchmark_tables.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name in _LOADS_OPENVINO)
