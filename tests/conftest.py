@@ -25,16 +25,6 @@ def _seed():
     torch.manual_seed(0)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` need CUDA: skipped, with the reason, where there is none."""
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (marker gpu); benchmarks/gpu/run.sh runs these on a GPU machine")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
-
-
 # OpenVINO starts its runtime threads when it loads; a fork() after that (the trainer's DataLoader worker
 # processes) crashed the whole pytest process with SIGSEGV (torch 2.13, openvino 2026.4). The modules that
 # load OpenVINO therefore run after every other test (the order is otherwise kept).
@@ -42,4 +32,11 @@ _LOADS_OPENVINO = {"test_openvino.py", "test_benchmark_tables.py"}
 
 
 def pytest_collection_modifyitems(config, items):
+    """Modules that load OpenVINO run last; tests marked ``gpu`` need CUDA: skipped, with the reason, where there is none."""
     items.sort(key=lambda item: item.path.name in _LOADS_OPENVINO)
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (marker gpu); benchmarks/gpu/run.sh runs these on a GPU machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
