@@ -33,7 +33,7 @@ _LOADS_OPENVINO = {"test_openvino.py", "test_benchmark_tables.py"}
 
 def pytest_collection_modifyitems(config, items):
     """Modules that load OpenVINO run last; tests marked ``gpu`` need CUDA: skipped, with the reason, where there is none."""
-    items.sort(key=lambda item: item.path.name in _LOADS_OPENVINO)
+    items.sort(key=lambda item: item.path.name in _LOADS_OPENVINO and "_script_" not in item.name)  # scripts run in a subprocess: before
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (marker gpu); benchmarks/gpu/run.sh runs these on a GPU machine")
