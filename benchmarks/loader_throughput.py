@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from rtseg.config import load_config  # noqa: E402
 from rtseg.data.datasets import CityscapesDataset  # noqa: E402
 from rtseg.data.transforms import TrainTransform  # noqa: E402
-from rtseg.engine.trainer import TransformedDataset  # noqa: E402
+from rtseg.data.transformed import TransformedDataset  # noqa: E402
 from rtseg.registry import create_model, get_entry  # noqa: E402
 
 

@@ -108,7 +108,7 @@ def measure(args) -> dict:
     from rtseg.data.datasets import build_dataset, dataset_classes
     from rtseg.data.normalization import get_normalization
     from rtseg.data.transforms import EvalTransform
-    from rtseg.engine.trainer import TransformedDataset
+    from rtseg.data.transformed import TransformedDataset
     from rtseg.inference import load_model
     from rtseg.metrics import ConfusionMatrix
 

@@ -102,7 +102,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rtseg.data.labels import CITYSCAPES_CATEGORIES, CITYSCAPES_CLASSES
     from rtseg.data.normalization import get_normalization
     from rtseg.data.transforms import EvalTransform
-    from rtseg.engine.trainer import TransformedDataset, evaluate_model, resolve_device
+    from rtseg.data.transformed import TransformedDataset
+    from rtseg.devices import resolve_device
+    from rtseg.evaluation import evaluate_model
     from rtseg.evaluation import EvalProtocol, class_mapping, protocol_record, read_class_map
     from rtseg.inference import load_model, parse_size
 

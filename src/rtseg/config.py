@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["DEFAULTS", "ConfigError", "load_config", "apply_overrides", "list_recipes", "resolve_config_path"]
+__all__ = ["DEFAULTS", "ConfigError", "load_config", "apply_overrides", "list_recipes", "resolve_config_path", "merge_config"]
 
 
 class ConfigError(ValueError):
@@ -120,7 +120,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any], path: str, schema: dict[str, Any] | None) -> dict[str, Any]:
+def merge_config(base: dict[str, Any], update: dict[str, Any], path: str = "", schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``base`` updated by ``update`` recursively (copies); with a ``schema``, unknown keys are refused by name."""
     out = copy.deepcopy(base)
     for key, value in update.items():
         where = f"{path}{key}"
@@ -131,7 +132,7 @@ def _merge(base: dict[str, Any], update: dict[str, Any], path: str, schema: dict
         sub_schema = schema.get(key) if schema is not None else None
         free_form = key in ("options", "stages") or not isinstance(sub_schema, dict)
         if isinstance(value, dict) and isinstance(out.get(key), dict) and not free_form:
-            out[key] = _merge(out[key], value, where + ".", sub_schema)
+            out[key] = merge_config(out[key], value, where + ".", sub_schema)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -177,7 +178,7 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
         for k in keys[:-1]:
             cursor = cursor.setdefault(k, {})
         cursor[keys[-1]] = _parse_value(text)
-        config = _merge(config, update, "", DEFAULTS if keys[0] not in ("stages",) else None)
+        config = merge_config(config, update, "", DEFAULTS if keys[0] not in ("stages",) else None)
     return config
 
 
@@ -190,7 +191,7 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
         raise ConfigError(f"config {str(path)!r} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config {str(path)!r} must be a mapping of sections, got {type(raw).__name__}")
-    config = _merge(DEFAULTS, raw, "", DEFAULTS)
+    config = merge_config(DEFAULTS, raw, "", DEFAULTS)
     if config["recipe"] is None:
         config["recipe"] = path.stem
     config = apply_overrides(config, overrides or [])
@@ -200,5 +201,5 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
             raise ConfigError(f"config {str(path)!r}: 'stages' must be a list of mappings")
         for i, stage in enumerate(stages):
             body = {k: v for k, v in stage.items() if k != "name"}
-            _merge(config, body, f"stages[{i}].", DEFAULTS)  # validates the keys
+            merge_config(config, body, f"stages[{i}].", DEFAULTS)  # validates the keys
     return config

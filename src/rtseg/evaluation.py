@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from rtseg.metrics import ConfusionMatrix
 
-__all__ = ["EvalProtocol", "segment_logits", "evaluate_server_files", "protocol_record", "ClassMismatchError", "class_mapping", "read_class_map"]
+__all__ = ["EvalProtocol", "segment_logits", "evaluate_model", "evaluate_server_files", "protocol_record", "ClassMismatchError", "class_mapping", "read_class_map"]
 
 
 class EvalProtocol:
@@ -188,4 +188,21 @@ def evaluate_server_files(prediction_dir: str | Path, cityscapes_root: str | Pat
         if pred.shape != label.shape:
             raise DatasetError(f"prediction {str(predictions[key])!r} is {pred.shape[1]}x{pred.shape[0]} but {str(gt)!r} is {label.shape[1]}x{label.shape[0]}")
         cm.update(torch.from_numpy(label_ids_to_train_ids(pred).astype(np.int64)), torch.from_numpy(label_ids_to_train_ids(label).astype(np.int64)))
+    return cm
+
+
+@torch.inference_mode()
+def evaluate_model(model: nn.Module, loader, num_classes: int, device: torch.device, ignore_index: int = 255, progress: bool = False, protocol=None,
+                   class_map: torch.Tensor | None = None) -> ConfusionMatrix:
+    """Confusion matrix of ``model`` over ``loader``; logits are resized to the label size before the argmax
+    (``protocol``: an :class:`rtseg.evaluation.EvalProtocol` for sliding-window, flip or multi-scale testing;
+    ``class_map``: model output index -> dataset class, from :func:`rtseg.evaluation.class_mapping`)."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    cm = ConfusionMatrix(num_classes, ignore_index)
+    for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress):
+        scores = segment_logits(model, images.to(device), tuple(labels.shape[-2:]), protocol)
+        prediction = scores.argmax(1).cpu()
+        cm.update(prediction if class_map is None else class_map[prediction], labels)
     return cm

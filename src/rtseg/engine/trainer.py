@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from rtseg.card import Metrics, ModelCard, TrainingRecord, card_of, hardware_description
 from rtseg.checkpoint import extract_state_dict, load_checkpoint, load_weights, read_weights, save_checkpoint, save_weights
-from rtseg.config import DEFAULTS, ConfigError, _merge
+from rtseg.config import DEFAULTS, ConfigError, merge_config
 from rtseg.data.datasets import build_dataset, dataset_classes
 from rtseg.data.labels import CITYSCAPES_CATEGORIES
 from rtseg.data.memory import maybe_in_memory
@@ -28,44 +28,18 @@ from rtseg.engine.distributed import DistributedContext
 from rtseg.engine.losses import build_criterion
 from rtseg.engine.precision import forward_loss, optimizer_step, prepare_model, resolve_precision
 from rtseg.engine.schedules import LearningRateSchedule
-from rtseg.evaluation import EvalProtocol, protocol_record, segment_logits
+from rtseg.devices import resolve_device
+from rtseg.evaluation import EvalProtocol, evaluate_model, protocol_record
+from rtseg.data.transformed import TransformedDataset
 from rtseg.gradual_grouping import GradualGroupingSchedule, convert_state_dict, gradual_layers
 from rtseg.metrics import ConfusionMatrix
 from rtseg.registry import create_model, get_entry
 
-__all__ = ["Trainer", "TrainingError", "train", "evaluate_model", "TransformedDataset", "resolve_device"]
+__all__ = ["Trainer", "TrainingError", "train"]
 
 
 class TrainingError(RuntimeError):
     """A run that cannot go on (a non-finite loss, an unusable config)."""
-
-
-class TransformedDataset(Dataset):
-    """Applies a paired transform with a random generator fixed by (seed, epoch, index): the same on every worker and on resume."""
-
-    def __init__(self, base, transform, seed: int = 0, crop_sizes: list | None = None):
-        self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
-        # multi-scale training: entry p * len(base) + i is item i cropped to crop_sizes[p]
-        self.crop_sizes = [tuple(c) for c in crop_sizes] if crop_sizes else None
-
-    def __len__(self) -> int:
-        return len(self.base) * (len(self.crop_sizes) if self.crop_sizes else 1)
-
-    def __getitem__(self, index: int):
-        n = len(self.base)
-        image, label = self.base[index % n]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        if self.crop_sizes:
-            return self.transform(image, label, rng, crop_size=self.crop_sizes[index // n])
-        return self.transform(image, label, rng)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainingError(f"device {name!r} was asked for but CUDA is not available; use train.device=cpu")
-    return torch.device(name)
 
 
 # Recipe keys the trainer does not carry out yet, with the value that means "off"; a config that sets one
@@ -88,23 +62,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-@torch.inference_mode()
-def evaluate_model(model: nn.Module, loader, num_classes: int, device: torch.device, ignore_index: int = 255, progress: bool = False, protocol=None,
-                   class_map: torch.Tensor | None = None) -> ConfusionMatrix:
-    """Confusion matrix of ``model`` over ``loader``; logits are resized to the label size before the argmax
-    (``protocol``: an :class:`rtseg.evaluation.EvalProtocol` for sliding-window, flip or multi-scale testing;
-    ``class_map``: model output index -> dataset class, from :func:`rtseg.evaluation.class_mapping`)."""
-    from tqdm.auto import tqdm
-
-    model.eval()
-    cm = ConfusionMatrix(num_classes, ignore_index)
-    for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress):
-        scores = segment_logits(model, images.to(device), tuple(labels.shape[-2:]), protocol)
-        prediction = scores.argmax(1).cpu()
-        cm.update(prediction if class_map is None else class_map[prediction], labels)
-    return cm
 
 
 class Trainer:
@@ -437,7 +394,7 @@ def train(config: dict[str, Any], out_dir: str | Path | None = None, resume: boo
     results = {}
     for i, stage in enumerate(stages):
         name = stage.get("name") or f"stage{i + 1}"
-        stage_cfg = _merge(base, {k: v for k, v in stage.items() if k != "name"}, f"stages[{i}].", DEFAULTS)
+        stage_cfg = merge_config(base, {k: v for k, v in stage.items() if k != "name"}, f"stages[{i}].", DEFAULTS)
         stage_model = stage.get("model") or {}
         if "name" in stage_model and "options" not in stage_model:
             stage_cfg["model"]["options"] = {}  # options of another network do not carry over to this one
