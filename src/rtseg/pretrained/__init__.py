@@ -235,3 +235,17 @@ register_pretrained(PretrainedWeights(
                  notes="ESPNet p=2, q=8; 11 CamVid classes + output 11 = void; its decoder sees the level-1 map with the image"),
     url=f"{_ESPNET_FILES}/decoder/espnet_p_2_q_8_camvid.pth",
 ))
+
+
+# The CamVid zoo: networks trained from scratch by rtseg, shipped in camvid/ (written by tools/publish_zoo.py,
+# which evaluates each file with `rtseg eval` and records its SHA-256 in camvid/index.json).
+def _register_zoo(index_path: Path = PACKAGE_DIR / "camvid" / "index.json") -> None:
+    import json
+
+    if not index_path.is_file():
+        return
+    for item in json.loads(index_path.read_text()).values():
+        register_pretrained(PretrainedWeights.shipped(f"camvid/{item['file']}", "camvid", item["sha256"]))
+
+
+_register_zoo()

@@ -1,0 +1,46 @@
+"""The CamVid zoo: every shipped weights file loads into its registered model and its card agrees with the table."""
+import json
+
+import pytest
+import torch
+
+from rtseg import create_model, list_models
+from rtseg.card import card_of
+from rtseg.data.labels import CAMVID
+from rtseg.hub import sha256_of
+from rtseg.pretrained import PACKAGE_DIR, list_pretrained
+
+INDEX = PACKAGE_DIR / "camvid" / "index.json"
+ZOO = [e for e in list_pretrained() if e.tag == "camvid"]
+
+
+def test_index_and_table_agree():
+    index = json.loads(INDEX.read_text()) if INDEX.is_file() else {}
+    assert sorted(index) == sorted(e.model for e in ZOO)
+    total = sum((PACKAGE_DIR / e.file).stat().st_size for e in ZOO)
+    assert total < 60 * 2**20, f"shipped CamVid weights take {total / 2**20:.1f} MiB; the budget is 60 MB"
+
+
+@pytest.mark.skipif(not ZOO, reason="no CamVid zoo weights are published yet (tools/publish_zoo.py writes them)")
+@pytest.mark.parametrize("entry", ZOO, ids=[e.model for e in ZOO])
+def test_published_weights_load_and_match_their_card(entry):
+    assert entry.model in list_models()
+    assert sha256_of(PACKAGE_DIR / entry.file) == entry.sha256
+    model = create_model(entry.model, weights="camvid").eval()
+    card = card_of(model)
+    assert card.model == entry.model and card.num_outputs == CAMVID.num_classes
+    assert tuple(card.classes.names) == tuple(CAMVID.names)
+    assert card.training is not None and card.training.dataset == "camvid" and card.training.epochs
+    assert card.training.wall_time_s and card.training.hardware and card.training.recipe == f"camvid-{entry.model}"
+    assert "from scratch" in card.notes
+    (metric,) = card.metrics
+    assert metric.dataset == "camvid" and metric.split == "val" and metric.images == 101
+    assert set(metric.per_class_iou) == set(CAMVID.names)
+    assert 0.0 < metric.miou <= 1.0 and "rtseg eval" in metric.protocol["command"]
+    # the weights are the trained ones, not a fresh initialisation
+    fresh = create_model(entry.model, num_classes=CAMVID.num_classes)
+    trained = model.state_dict()
+    assert any(not torch.equal(v.float(), trained[k].float()) for k, v in fresh.state_dict().items() if v.is_floating_point())
+    with torch.inference_mode():
+        out = model(torch.randn(1, 3, 96, 128))
+    assert out.shape == (1, CAMVID.num_classes, 96, 128) and torch.isfinite(out).all()

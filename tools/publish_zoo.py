@@ -1,0 +1,88 @@
+"""Publish a finished CamVid zoo run as shipped weights: ``python tools/publish_zoo.py RUN_DIR --root CAMVID``.
+
+Steps, each printed: export ``RUN_DIR/best.pt`` to safetensors in float32 and float16; evaluate both on all
+CamVid val images with ``rtseg eval`` (the command a user runs); keep float16 when its val mIoU equals the
+float32 one to 4 decimals (the card's precision), else float32; write the measured metrics, the evaluation
+command and the from-scratch note into the card; copy the file to ``src/rtseg/pretrained/camvid/MODEL.safetensors``
+and record its SHA-256 in ``src/rtseg/pretrained/camvid/index.json``, which registers it as ``weights="camvid"``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ZOO_DIR = REPO / "src" / "rtseg" / "pretrained" / "camvid"
+FROM_SCRATCH = ("trained from scratch by rtseg on CamVid train (367 images, SegNet split) at 360x480 on a CPU; "
+                "no ImageNet initialisation (no backbone weights could be fetched on the training machine)")
+
+
+def evaluate(model: str, weights: Path, root: str, out: Path) -> dict:
+    command = [sys.executable, "-m", "rtseg.cli", "eval", model, "--weights", str(weights), "--data", "camvid",
+               "--root", root, "--split", "val", "--quiet", "--json", str(out)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(out.read_text())
+
+
+def curve_summary(run: Path) -> dict:
+    """Epochs trained and the last validation points, to say whether the curve had flattened."""
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    vals = [(int(r["epoch"]), float(r["val_miou"])) for r in rows if r.get("val_miou")]
+    return {"epochs": int(rows[-1]["epoch"]) if rows else 0, "val_curve": vals}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished training run folder (best.pt, metrics.csv)")
+    parser.add_argument("--root", required=True, help="CamVid root (train/, val/, ...)")
+    args = parser.parse_args(argv)
+
+    from rtseg.card import Metrics
+    from rtseg.checkpoint import export_weights, read_weights, save_weights
+    from rtseg.hub import sha256_of
+
+    best = args.run / "best.pt"
+    if not best.is_file():
+        parser.error(f"{best} does not exist: is {args.run} a finished run?")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        full, half = export_weights(best, tmp / "fp32.safetensors"), export_weights(best, tmp / "fp16.safetensors", half=True)
+        _, card = read_weights(full, tensors=False)
+        model = card.model
+        scores = {name: evaluate(model, path, args.root, tmp / f"{name}.json") for name, path in (("fp32", full), ("fp16", half))}
+        for name, s in scores.items():
+            print(f"{model} {name}: val mIoU {s['miou']:.4f}, pixel accuracy {s['pixel_accuracy']:.4f}")
+        use_half = round(scores["fp16"]["miou"], 4) == round(scores["fp32"]["miou"], 4)
+        chosen = "fp16" if use_half else "fp32"
+        s = scores[chosen]
+        protocol = {**s["protocol"], "command": f"rtseg eval {model} --weights camvid --data camvid --root CAMVID --split val"}
+        metrics = Metrics(dataset="camvid", split="val", miou=round(s["miou"], 4), pixel_accuracy=round(s["pixel_accuracy"], 4),
+                          images=s["dataset"]["images"], per_class_iou={k: (None if v is None else round(v, 4)) for k, v in s["per_class_iou"].items()},
+                          protocol=protocol, epoch=card.training.epochs if card.training else None,
+                          measured_with=f"rtseg, torch {s['torch_version']} (CPU), {chosen} storage",
+                          note="" if use_half else "float16 storage changed the val mIoU; stored as float32")
+        state, _ = read_weights(half if use_half else full)
+        final = card.replace(metrics=(metrics,), notes=FROM_SCRATCH, license="MIT", source="rtseg CamVid zoo")
+        ZOO_DIR.mkdir(parents=True, exist_ok=True)
+        target = ZOO_DIR / f"{model}.safetensors"
+        save_weights(tmp / "final.safetensors", state, final, half=use_half)
+        check = evaluate(model, tmp / "final.safetensors", args.root, tmp / "final.json")
+        if abs(check["miou"] - s["miou"]) > 1e-9:
+            raise SystemExit(f"re-evaluation of the final file gave {check['miou']:.6f}, expected {s['miou']:.6f}")
+        shutil.copyfile(tmp / "final.safetensors", target)
+    index_path = ZOO_DIR / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    index[model] = {"file": target.name, "sha256": sha256_of(target), "storage": chosen, "run": curve_summary(args.run)}
+    index_path.write_text(json.dumps(dict(sorted(index.items())), indent=1) + "\n")
+    print(f"published {target.relative_to(REPO)} ({target.stat().st_size / 2**20:.1f} MiB, {chosen}); val mIoU {metrics.miou:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
