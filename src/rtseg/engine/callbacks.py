@@ -20,10 +20,10 @@ Where callbacks come from, in the order they are called:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
-if TYPE_CHECKING:
-    from rtseg.engine.trainer import Trainer
+# The running rtseg.engine.trainer.Trainer; not imported, because the trainer imports this module (and so do models).
+Trainer = Any
 
 __all__ = ["Callback", "CallbackList"]
 
