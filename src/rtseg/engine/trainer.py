@@ -1,4 +1,4 @@
-"""Training loop: config in, checkpoints, CSV log and validation metrics out; resumable and deterministic per seed."""
+"""Training loop and its state: config in, checkpoints and summary out, callbacks (loggers, a paper's schedule) around each epoch; resumable and deterministic per seed."""
 from __future__ import annotations
 
 import copy
