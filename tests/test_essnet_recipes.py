@@ -2,13 +2,13 @@
 import pytest
 
 import rtseg
-from rtseg.config import merge_config, DEFAULTS, load_config
-from rtseg.gradual_grouping import GradualGroupingSchedule
+from rtseg.config import load_config, stage_config
+from rtseg.models.gradual_grouping import GradualGroupingSchedule
 
 
 def _stage(config, name):
-    stage = next(s for s in config["stages"] if s["name"] == name)
-    return merge_config({k: v for k, v in config.items() if k != "stages"}, {k: v for k, v in stage.items() if k != "name"}, "", DEFAULTS)
+    index = next(i for i, s in enumerate(config["stages"]) if s["name"] == name)
+    return stage_config(config, index)
 
 
 @pytest.mark.parametrize("recipe", ["essnet-cityscapes", "essnet-gradual-cityscapes"])

@@ -5,7 +5,7 @@ import torch.nn as nn
 
 import rtseg
 from rtseg.efficiency import count_flops, count_parameters
-from rtseg.gradual_grouping import (
+from rtseg.models.gradual_grouping import (
     GradualGroupedConv2d,
     GradualGroupingSchedule,
     convert,

@@ -77,7 +77,7 @@ def test_grouped_dilated_and_transposed_convs_fold_exactly():
 
 
 def test_gradual_layers_are_grouped_when_alpha_is_zero():
-    from rtseg.gradual_grouping import GradualGroupedConv2d, set_alpha
+    from rtseg.models.gradual_grouping import GradualGroupedConv2d, set_alpha
 
     model = randomise_batchnorm(rtseg.create_model("essnet-a-dg2", num_classes=19, gradual_grouping=True))
     set_alpha(model, 0.0)

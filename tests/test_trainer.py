@@ -107,7 +107,7 @@ def test_lr_scale_puts_prefixes_in_their_own_groups(tmp_path):
 
 
 def test_gradual_grouping_schedule_runs_and_grouped_stage_gets_cut_weights(tmp_path):
-    from rtseg.gradual_grouping import gradual_layers
+    from rtseg.models.gradual_grouping import gradual_layers
 
     cfg = load_config("demo", TINY + ["train.epochs=2", "gradual_grouping={ramp_epochs: 1}", "loss.reduction=sum", "optimizer.lr=1e-5"])
     cfg["stages"] = [

@@ -10,7 +10,10 @@ from typing import Any
 
 import yaml
 
-__all__ = ["DEFAULTS", "ConfigError", "load_config", "apply_overrides", "list_recipes", "resolve_config_path", "merge_config"]
+__all__ = [
+    "DEFAULTS", "ConfigError", "load_config", "apply_overrides", "list_recipes", "resolve_config_path", "merge_config", "stage_config",
+    "dump_config",
+]
 
 
 class ConfigError(ValueError):
@@ -106,17 +109,24 @@ DEFAULTS: dict[str, Any] = {
         "sync_bn": False,  # torchrun runs: convert BatchNorm to SyncBatchNorm
         "tensorboard": "auto",  # true | false | auto (log to OUT/tensorboard when tensorboard is installed)
     },
+    # Built-in loggers (rtseg.engine.loggers), each a training callback: csv (OUT/metrics.csv), tensorboard
+    # (OUT/tensorboard, as train.tensorboard says), wandb and mlflow (optional extras: pip install 'rtseg[wandb]').
+    "logging": {
+        "loggers": ["csv", "tensorboard"],
+        "wandb": {"project": "rtseg", "entity": None, "mode": None},  # mode: None (online) | offline | disabled
+        "mlflow": {"tracking_uri": None, "experiment": "rtseg"},  # tracking_uri None: MLflow's default (./mlruns)
+    },
     # Multi-stage recipes (e.g. encoder first, then the full network): a list of partial configs
     # merged over the rest of this file, run in order, each stage starting from the previous one's weights.
     "stages": None,
     # Gradual grouping (ESSNet thesis section 3.5), for models built with gradual_grouping=True: alpha of
-    # every rtseg.gradual_grouping.GradualGroupedConv2d goes from 1 (dense) to 0 (grouped) over ramp_epochs
-    # starting at start_epoch (shape linear | cosine), then stays 0. See GradualGroupingSchedule.from_config.
+    # every rtseg.models.gradual_grouping.GradualGroupedConv2d goes from 1 (dense) to 0 (grouped) over ramp_epochs
+    # starting at start_epoch (shape linear | cosine), then stays 0. The model's GradualGroupingCallback reads it.
     "gradual_grouping": {"ramp_epochs": 0, "start_epoch": 0, "shape": "linear"},
     # Validation protocol (rtseg.evaluation.EvalProtocol): input scales whose probabilities are averaged,
     # horizontal-flip averaging, and sliding-window inference with [H, W] windows (None: whole image).
     "eval": {"scales": [1.0], "flip": False, "window": None, "stride": None},
-    "output": {"dir": "runs/{recipe}", "keep_last": True},
+    "output": {"dir": "runs/{recipe}"},
 }
 
 
@@ -136,6 +146,27 @@ def merge_config(base: dict[str, Any], update: dict[str, Any], path: str = "", s
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def stage_config(config: dict[str, Any], index: int) -> dict[str, Any]:
+    """The complete config of stage ``index`` of a staged ``config``: the stage's keys merged over the rest of the config.
+
+    The stage's keys are checked against :data:`DEFAULTS` (errors name ``stages[i].key``); ``name`` only names the
+    stage. A stage that names another network without ``options`` starts with no options: those of one network do
+    not carry over to another. The runner (:mod:`rtseg.engine.stages`) and :func:`load_config` both use this.
+    """
+    stage = config["stages"][index]
+    base = {k: v for k, v in config.items() if k != "stages"}
+    merged = merge_config(base, {k: v for k, v in stage.items() if k != "name"}, f"stages[{index}].", DEFAULTS)
+    stage_model = stage.get("model") or {}
+    if "name" in stage_model and "options" not in stage_model:
+        merged["model"]["options"] = {}
+    return merged
+
+
+def dump_config(config: dict[str, Any]) -> str:
+    """``config`` as YAML text, keys in their order (what a run writes to ``config.yaml``; :func:`load_config` reads it back)."""
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 def list_recipes() -> list[str]:
@@ -199,7 +230,6 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
     if stages is not None:
         if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
             raise ConfigError(f"config {str(path)!r}: 'stages' must be a list of mappings")
-        for i, stage in enumerate(stages):
-            body = {k: v for k, v in stage.items() if k != "name"}
-            merge_config(config, body, f"stages[{i}].", DEFAULTS)  # validates the keys
+        for i in range(len(stages)):
+            stage_config(config, i)  # validates the keys
     return config

@@ -53,7 +53,20 @@ class ConfusionMatrix:
         pred = torch.where((pred >= 0) & (pred < n), pred, torch.full_like(pred, n))
         self._matrix += torch.bincount(tgt * (n + 1) + pred, minlength=n * (n + 1)).view(n, n + 1)
 
+    @classmethod
+    def from_counts(cls, counts: torch.Tensor, ignore_index: int = 255) -> "ConfusionMatrix":
+        """A matrix holding ``counts`` (the shape of :attr:`raw`: ``C x (C + 1)``), e.g. matrices summed across processes."""
+        n = counts.shape[0]
+        if counts.dim() != 2 or counts.shape[1] != n + 1:
+            raise ValueError(f"counts of shape {tuple(counts.shape)} are not a raw confusion matrix (C x C+1)")
+        cm = cls(n, ignore_index)
+        cm._matrix += counts.to("cpu", torch.int64)
+        return cm
+
     def merge(self, other: "ConfusionMatrix") -> None:
+        """Add the counts of ``other`` (same classes), e.g. the matrix of another share of the images."""
+        if other.num_classes != self.num_classes:
+            raise ValueError(f"cannot merge a {other.num_classes}-class confusion matrix into a {self.num_classes}-class one")
         self._matrix += other._matrix
 
     @property

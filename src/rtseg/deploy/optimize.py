@@ -373,7 +373,7 @@ def optimize(
         with torch.inference_mode():
             reference = eager.eval()(example.to(next(eager.parameters()).device)).to(device)
 
-    from rtseg.gradual_grouping import convert, gradual_layers
+    from rtseg.models.gradual_grouping import convert, gradual_layers
 
     layers = gradual_layers(model)
     if layers:

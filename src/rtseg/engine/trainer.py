@@ -1,37 +1,35 @@
-"""Training loop: config in, checkpoints, CSV log and validation metrics out; resumable and deterministic per seed."""
+"""Training loop and its state: config in, checkpoints and summary out, callbacks (loggers, a paper's schedule) around each epoch; resumable and deterministic per seed."""
 from __future__ import annotations
 
 import copy
-import csv
-import json
 import math
-import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-import numpy as np
 import torch
-import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from rtseg.card import Metrics, ModelCard, TrainingRecord, card_of, hardware_description
-from rtseg.checkpoint import extract_state_dict, load_checkpoint, load_weights, read_weights, save_checkpoint, save_weights
-from rtseg.config import DEFAULTS, ConfigError, merge_config
+from rtseg.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
+from rtseg.config import ConfigError, dump_config
 from rtseg.data.datasets import build_dataset, dataset_classes
 from rtseg.data.labels import CITYSCAPES_CATEGORIES
 from rtseg.data.memory import maybe_in_memory
 from rtseg.data.normalization import get_normalization
 from rtseg.data.sampling import EpochBatchSampler
 from rtseg.data.transforms import EvalTransform, TrainTransform
+from rtseg.engine.callbacks import Callback, CallbackList
 from rtseg.engine.distributed import DistributedContext
+from rtseg.engine.loggers import build_loggers, write_summary
 from rtseg.engine.losses import build_criterion
+from rtseg.engine.optim import build_optimizer, build_schedule
 from rtseg.engine.precision import forward_loss, optimizer_step, prepare_model, resolve_precision
-from rtseg.engine.schedules import LearningRateSchedule
+from rtseg.engine.rng import restore_rng_state, rng_state, seed_everything
+from rtseg.engine.stages import load_stage_weights, run_stages
 from rtseg.devices import resolve_device
 from rtseg.evaluation import EvalProtocol, evaluate_model, protocol_record
 from rtseg.data.transformed import TransformedDataset
-from rtseg.gradual_grouping import GradualGroupingSchedule, convert_state_dict, gradual_layers
 from rtseg.metrics import ConfusionMatrix
 from rtseg.registry import create_model, get_entry
 
@@ -42,37 +40,22 @@ class TrainingError(RuntimeError):
     """A run that cannot go on (a non-finite loss, an unusable config)."""
 
 
-# Recipe keys the trainer does not carry out yet, with the value that means "off"; a config that sets one
-# otherwise is refused rather than silently trained without it.
-_NOT_YET_SUPPORTED: dict[tuple[str, str], Any] = {}
-
-
-def check_supported(config: dict[str, Any]) -> None:
-    """Raise a ConfigError naming every setting of ``config`` that this trainer cannot carry out."""
-    bad = []
-    for (section, key), off in _NOT_YET_SUPPORTED.items():
-        value = config.get(section, {}).get(key, off)
-        if value != off and not (off == 0 and not value):
-            bad.append(f"{section}.{key}={value!r} (set {section}.{key}={'null' if off is None else off} to train without it)")
-    if bad:
-        raise ConfigError("this trainer does not implement yet: " + "; ".join(bad))
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 class Trainer:
-    """Runs one training config (a single stage) in ``out_dir``."""
+    """Runs one training config (a single stage) in ``out_dir``.
 
-    def __init__(self, config: dict[str, Any], out_dir: str | Path, resume: bool | str | Path = False, progress: bool = True, init_weights: str | Path | None = None):
+    ``init_weights``: a checkpoint to start from (a previous stage's, see :mod:`rtseg.engine.stages`).
+    ``callbacks``: :class:`~rtseg.engine.callbacks.Callback` objects called after the model's own and the
+    configured loggers (:mod:`rtseg.engine.callbacks` lists the hooks).
+    """
+
+    def __init__(
+        self, config: dict[str, Any], out_dir: str | Path, resume: bool | str | Path = False, progress: bool = True,
+        init_weights: str | Path | None = None, callbacks: Iterable[Callback] = (),
+    ):
         self.config = copy.deepcopy(config)
         self.out_dir = Path(out_dir)
         self.progress = progress
         cfg = self.config
-        check_supported(cfg)
         tcfg, dcfg = cfg["train"], cfg["data"]
         if tcfg.get("threads"):
             torch.set_num_threads(int(tcfg["threads"]))
@@ -83,7 +66,7 @@ class Trainer:
             self.precision = resolve_precision(str(tcfg.get("precision", "auto")), self.device, legacy_amp=bool(tcfg.get("amp")))
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        _seed_everything(int(tcfg["seed"]))
+        seed_everything(int(tcfg["seed"]))
 
         self.classes = dataset_classes(dcfg)
         mcfg = cfg["model"]
@@ -91,10 +74,10 @@ class Trainer:
         self.num_classes = num_classes
         self.model = create_model(mcfg["name"], num_classes=num_classes, **(mcfg.get("options") or {})).to(self.device)
         if init_weights is not None:
-            state = extract_state_dict(read_weights(init_weights)[0], str(init_weights))
-            # a gradual-grouping stage hands dense pointwise weights to a grouped model: cut them to its groups
-            self.init_report = load_weights(self.model, convert_state_dict(state, self.model), strict=False)
-        self.gradual = GradualGroupingSchedule.from_config(cfg["gradual_grouping"]) if gradual_layers(self.model) else None
+            self.init_report = load_stage_weights(self.model, init_weights)
+        model_callbacks = getattr(self.model, "training_callbacks", None)  # a paper's schedule, e.g. gradual grouping
+        own = list(model_callbacks(cfg)) if callable(model_callbacks) else []
+        self.callbacks = CallbackList(own + build_loggers(cfg, self.out_dir) + list(callbacks), is_main=self.dist.is_main)
         norm = dcfg.get("normalization") or get_entry(mcfg["name"]).normalization
         self.normalization = norm
         # the outputs are the dataset's classes (any outputs beyond them predict void)
@@ -125,13 +108,13 @@ class Trainer:
         self.epochs = int(tcfg["epochs"])
 
         self.criterion = build_criterion(cfg["loss"], self.train_set.base, num_classes, self.out_dir).to(self.device)
-        self.optimizer = _build_optimizer(cfg["optimizer"], self.model)
+        self.optimizer = build_optimizer(cfg["optimizer"], self.model)
         # DDP wraps after the optimizer is built: parameter names (lr_scale prefixes) stay those of the model
         try:
             self.net = self.dist.wrap(self.model, self.device, bool(tcfg.get("sync_bn")))
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        self.schedule = LearningRateSchedule(cfg["schedule"], cfg["optimizer"]["lr"], self.epochs, self.iters_per_epoch)
+        self.schedule = build_schedule(cfg, self.epochs, self.iters_per_epoch)
         prepare_model(self.model, self.precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.grad_scaling)
 
@@ -151,12 +134,7 @@ class Trainer:
             "best_miou": self.best_miou,
             "history": self.history,
             "config": self.config,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "numpy": _numpy_state_json(),
-                "python": json.dumps(random.getstate()),
-            },
+            "rng": rng_state(),
         }
 
     def _restore(self, path: Path) -> None:
@@ -171,14 +149,7 @@ class Trainer:
         self.iteration = int(ckpt["iteration"])
         self.best_miou = float(ckpt["best_miou"])
         self.history = list(ckpt["history"])
-        rng = ckpt["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        kind, keys, pos, has_gauss, cached = json.loads(rng["numpy"])
-        np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-        state = json.loads(rng["python"])
-        random.setstate((state[0], tuple(state[1]), state[2]))
+        restore_rng_state(ckpt["rng"])
 
     # -- loop --------------------------------------------------------------------------------
     def _loader(self, dataset, shuffle: bool, epoch: int) -> DataLoader:
@@ -196,8 +167,6 @@ class Trainer:
         from tqdm.auto import tqdm
 
         self.net.train()
-        if self.gradual is not None:
-            self.gradual.apply(self.model, epoch)
         loader = self._loader(self.train_set, True, epoch)
         bar = tqdm(total=self.iters_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.progress, leave=False, dynamic_ncols=True)
         total_loss, seen, t0 = 0.0, 0, time.perf_counter()
@@ -236,7 +205,7 @@ class Trainer:
         protocol = EvalProtocol(ecfg.get("scales") or [1.0], ecfg.get("flip", False), ecfg.get("window"), ecfg.get("stride"))
         cm = evaluate_model(self.model, loader, self.num_classes, self.device, self.classes.ignore_index, progress=self.progress, protocol=protocol)
         if self.dist.enabled:  # each process scored its share of the images
-            cm._matrix = self.dist.sum_(cm.raw.clone())
+            cm = ConfusionMatrix.from_counts(self.dist.sum_(cm.raw.clone()), cm.ignore_index)
         cats = CITYSCAPES_CATEGORIES if self.num_classes == 19 and self.classes.num_classes == 19 else None
         return cm.summary(self.classes.names if self.classes.num_classes == self.num_classes else None, cats)
 
@@ -244,33 +213,32 @@ class Trainer:
         main = self.dist.is_main  # only the first process writes files
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.yaml").write_text(_dump_yaml(self.config))
-        board = _tensorboard_writer(self.out_dir, self.config["train"].get("tensorboard", "auto")) if main else None
+            (self.out_dir / "config.yaml").write_text(dump_config(self.config))
+        self.callbacks.call("on_train_start", self)
         val_every = max(1, int(self.config["train"]["val_every"]))
         last_metrics: dict[str, Any] = {}
         for epoch in range(self.start_epoch, self.epochs):
+            self.callbacks.call("on_epoch_start", self, epoch)
             row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch)}
             if (epoch + 1) % val_every == 0 or epoch + 1 == self.epochs:
                 last_metrics = self.validate()
                 row.update(val_miou=last_metrics["miou"], val_pixel_accuracy=last_metrics["pixel_accuracy"])
                 self.schedule.observe(last_metrics["miou"])
+                self.callbacks.call("on_validation", self, epoch, last_metrics)
             self.history.append(row)
             is_best = "val_miou" in row and row["val_miou"] > self.best_miou
             if is_best:
                 self.best_miou = row["val_miou"]
+            self.callbacks.call("on_epoch_end", self, epoch, row)
             if main:
-                self._write_csv()
-                if board is not None:
-                    for key, value in row.items():
-                        if key != "epoch" and isinstance(value, (int, float)):
-                            board.add_scalar(key, value, epoch + 1)
-                    board.flush()
                 extra = self._state(epoch)
                 self.model.rtseg_card = self._card(epoch, last_metrics if "val_miou" in row else None)
                 save_checkpoint(self.out_dir / "last.pt", self.model, **extra)
+                self.callbacks.call("on_checkpoint", self, epoch, self.out_dir / "last.pt")
                 if is_best:
                     save_checkpoint(self.out_dir / "best.pt", self.model, **extra, metrics=last_metrics)
                     save_weights(self.out_dir / "best.safetensors", self.model, self.model.rtseg_card)
+                    self.callbacks.call("on_checkpoint", self, epoch, self.out_dir / "best.pt")
             self.dist.barrier()  # no process runs ahead of a checkpoint being written
             if self.progress:
                 msg = f"epoch {epoch + 1}/{self.epochs}  loss {row['train_loss']:.4f}  {row['images_per_s']:.1f} img/s"
@@ -279,9 +247,8 @@ class Trainer:
                 print(msg, flush=True)
         summary = {"best_miou": self.best_miou, "precision": self.precision.describe(), "epochs": self.epochs, "iterations": self.iteration, "out_dir": str(self.out_dir), "final": last_metrics}
         if main:
-            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
-        if board is not None:
-            board.close()
+            write_summary(self.out_dir / "summary.json", summary)
+        self.callbacks.call("on_train_end", self, summary)
         self.dist.barrier()
         return summary
 
@@ -310,104 +277,21 @@ class Trainer:
             ),)
         return card_of(self.model).replace(training=training, metrics=scores)
 
-    def _write_csv(self) -> None:
-        keys: list[str] = []
-        for row in self.history:
-            keys += [k for k in row if k not in keys]
-        tmp = self.out_dir / ".metrics.csv.tmp"
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.history)
-        tmp.replace(self.out_dir / "metrics.csv")
 
+def train(
+    config: dict[str, Any], out_dir: str | Path | None = None, resume: bool | str | Path = False, progress: bool = True,
+    callbacks: Iterable[Callback] = (),
+) -> dict[str, Any]:
+    """Run a config, with its ``stages`` in order when it has them (each stage starts from the previous one's weights).
 
-def _tensorboard_writer(out_dir: Path, setting):
-    """A SummaryWriter into OUT/tensorboard when ``train.tensorboard`` is true, or "auto" and tensorboard is installed."""
-    if setting in (False, None, "off"):
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as exc:
-        if setting is True:
-            raise TrainingError("train.tensorboard=true but tensorboard is not installed (pip install tensorboard, or set train.tensorboard=auto)") from exc
-        return None
-    return SummaryWriter(str(out_dir / "tensorboard"))
-
-
-def _param_groups(model: nn.Module, lr_scale: dict[str, float] | None) -> list[dict[str, Any]]:
-    """One group per ``optimizer.lr_scale`` prefix (its ``lr_scale`` multiplies the scheduled rate), the rest in a last group."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not lr_scale:
-        return [{"params": [p for _, p in named], "lr_scale": 1.0}]
-    groups: list[dict[str, Any]] = []
-    taken: set[str] = set()
-    for prefix, factor in lr_scale.items():
-        members = [(n, p) for n, p in named if n.startswith(prefix) and n not in taken]
-        if not members:
-            raise ConfigError(f"optimizer.lr_scale prefix {prefix!r} matches no parameter of the model")
-        taken |= {n for n, _ in members}
-        groups.append({"params": [p for _, p in members], "lr_scale": float(factor)})
-    rest = [p for n, p in named if n not in taken]
-    if rest:
-        groups.append({"params": rest, "lr_scale": 1.0})
-    return groups
-
-
-def _build_optimizer(ocfg: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
-    name = ocfg["name"].lower()
-    params = _param_groups(model, ocfg.get("lr_scale"))
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=ocfg["lr"], momentum=ocfg["momentum"], weight_decay=ocfg["weight_decay"], nesterov=bool(ocfg["nesterov"]))
-    if name in ("adam", "adamw"):
-        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-        return cls(params, lr=ocfg["lr"], betas=tuple(ocfg["betas"]), eps=ocfg["eps"], weight_decay=ocfg["weight_decay"])
-    raise ConfigError(f"optimizer.name={ocfg['name']!r} is not supported; expected sgd, adam or adamw")
-
-
-def _numpy_state_json() -> str:
-    # kept as text: weights_only loading accepts strings but not numpy arrays
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return json.dumps([kind, keys.tolist(), int(pos), int(has_gauss), float(cached)])
-
-
-def _json_default(obj):
-    if isinstance(obj, float) and math.isinf(obj):
-        return None
-    return str(obj)
-
-
-def _dump_yaml(config: dict[str, Any]) -> str:
-    import yaml
-
-    return yaml.safe_dump(config, sort_keys=False)
-
-
-def train(config: dict[str, Any], out_dir: str | Path | None = None, resume: bool | str | Path = False, progress: bool = True) -> dict[str, Any]:
-    """Run a config, with its ``stages`` in order when it has them (each stage starts from the previous one's weights)."""
+    ``callbacks`` go to every stage's :class:`Trainer` (each stage calls ``on_train_start`` ... ``on_train_end``).
+    """
     out = Path(out_dir or config["output"]["dir"].format(recipe=config.get("recipe") or "run"))
-    stages = config.get("stages")
-    if not stages:
-        return Trainer(config, out, resume=resume, progress=progress).run()
-    base = {k: v for k, v in config.items() if k != "stages"}
-    previous: Path | None = None
-    results = {}
-    for i, stage in enumerate(stages):
-        name = stage.get("name") or f"stage{i + 1}"
-        stage_cfg = merge_config(base, {k: v for k, v in stage.items() if k != "name"}, f"stages[{i}].", DEFAULTS)
-        stage_model = stage.get("model") or {}
-        if "name" in stage_model and "options" not in stage_model:
-            stage_cfg["model"]["options"] = {}  # options of another network do not carry over to this one
-        stage_dir = out / name
-        done = stage_dir / "summary.json"
-        if resume and done.is_file():
-            results[name] = json.loads(done.read_text())
-        else:
-            stage_resume = bool(resume) and (stage_dir / "last.pt").is_file()
-            if progress:
-                print(f"== stage {i + 1}/{len(stages)}: {name}", flush=True)
-            trainer = Trainer(stage_cfg, stage_dir, resume=stage_resume, progress=progress, init_weights=None if stage_resume else previous)
-            results[name] = trainer.run()
-        best = stage_dir / "best.pt"
-        previous = best if best.is_file() else stage_dir / "last.pt"
-    return {"stages": results, "out_dir": str(out)}
+    callbacks = list(callbacks)
+    if not config.get("stages"):
+        return Trainer(config, out, resume=resume, progress=progress, callbacks=callbacks).run()
+
+    def run_stage(stage_cfg: dict[str, Any], stage_dir: Path, stage_resume: bool, previous: Path | None) -> dict[str, Any]:
+        return Trainer(stage_cfg, stage_dir, resume=stage_resume, progress=progress, init_weights=previous, callbacks=callbacks).run()
+
+    return run_stages(config, out, run_stage, resume=bool(resume), progress=progress)

@@ -10,7 +10,7 @@ open is listed, with the parameter and FLOP counts that decided it, in ``docs/fi
 - ESSNetB (Table 3.1), ESSNetA (Table 3.3), ESSNet (section 3.5.2, Fig. 3.9): :class:`ESSNet`.
 - Decoder variants of Table 4.1 and the pyramid-pooling variant of section 4.2: ``decoder=`` options.
 - WSPD-Net with the DWS-Dil layer (section 4.3, Table 4.2): :class:`WSPDNet`.
-- Gradual grouping (section 3.5): ``gradual_grouping=True`` and :mod:`rtseg.gradual_grouping`.
+- Gradual grouping (section 3.5): ``gradual_grouping=True`` and :mod:`rtseg.models.gradual_grouping`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rtseg.gradual_grouping import GradualGroupedConv2d
+from rtseg.models.gradual_grouping import GradualGroupedConv2d, GradualGroupingCallback, convert_state_dict
 from rtseg.models.base import SegmentationModel
 from rtseg.models.blocks import ChannelShuffle, LayerStackEncoder, resize, transposed_upsampling
 from rtseg.models.export_ops import adaptive_avg_pool2d
@@ -256,8 +256,8 @@ class ESSNet(SegmentationModel):
 
     ``groups`` and ``shuffle`` configure the encoder's conv-modules (D: groups=1; DGC: groups=C;
     DGCS: also shuffle). ``gradual_grouping`` builds the encoder's grouped pointwise convolutions as
-    :class:`~rtseg.gradual_grouping.GradualGroupedConv2d` for training (section 3.5);
-    :func:`rtseg.gradual_grouping.convert` turns the trained network into the grouped one.
+    :class:`~rtseg.models.gradual_grouping.GradualGroupedConv2d` for training (section 3.5);
+    :func:`rtseg.models.gradual_grouping.convert` turns the trained network into the grouped one.
     ``decoder="nodec"`` is the encoder alone with its 1x1 classifier, upsampled x8 bilinearly.
     """
 
@@ -289,6 +289,14 @@ class ESSNet(SegmentationModel):
         if self.decoder is None:
             return resize(self.encoder(x), x.shape[-2:])
         return self.decoder(self.encoder.features(x))
+
+    def training_callbacks(self, config: dict) -> list:
+        """The trainer's hook for gradual grouping: alpha set before each epoch from ``config["gradual_grouping"]`` (section 3.5.1)."""
+        return GradualGroupingCallback.for_model(self, config)
+
+    def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A stage hand-over: dense pointwise weights of a gradual-grouping stage cut to this network's grouped blocks."""
+        return convert_state_dict(state_dict, self)
 
 
 class DWSDil(nn.Module):

@@ -7,7 +7,8 @@ scales the off-diagonal blocks by ``alpha``; :class:`GradualGroupingSchedule` ta
 (fine-tuning). :func:`convert` then swaps every such layer for a real ``nn.Conv2d(groups=g)``
 holding the diagonal blocks, which computes the same function at 1/g of the cost.
 
-Typical use::
+In training, the trainer gets a :class:`GradualGroupingCallback` from the model (``ESSNet.training_callbacks``)
+that sets alpha from the config's ``gradual_grouping`` section before each epoch. By hand::
 
     model = rtseg.create_model("essnet-dg2", gradual_grouping=True)
     schedule = GradualGroupingSchedule(ramp_epochs=50)
@@ -22,6 +23,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from rtseg.engine.callbacks import Callback
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -29,6 +32,7 @@ import torch.nn.functional as F
 __all__ = [
     "GradualGroupedConv2d",
     "GradualGroupingSchedule",
+    "GradualGroupingCallback",
     "gradual_layers",
     "set_alpha",
     "convert",
@@ -142,6 +146,21 @@ class GradualGroupingSchedule:
         alpha = self.alpha_at(epoch)
         set_alpha(model, alpha)
         return alpha
+
+
+class GradualGroupingCallback(Callback):
+    """Sets the alpha of ``schedule`` on every gradual layer of the trained model before each epoch (all processes)."""
+
+    def __init__(self, schedule: GradualGroupingSchedule):
+        self.schedule = schedule
+
+    @classmethod
+    def for_model(cls, model: nn.Module, config: dict[str, Any]) -> list[Callback]:
+        """The callback for ``model`` from the config's ``gradual_grouping`` section, or none when it has no gradual layers."""
+        return [cls(GradualGroupingSchedule.from_config(config["gradual_grouping"]))] if gradual_layers(model) else []
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        self.schedule.apply(trainer.model, epoch)
 
 
 def convert(model: nn.Module, require_zero_alpha: bool = True) -> nn.Module:
