@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rtseg.data.cache import default_cache_dir, file_list_key  # noqa: F401  (re-exported)
+from rtseg.progress import progress_range
 
 __all__ = [
     "class_frequencies", "cached_class_frequencies", "file_list_key", "enet_weights", "median_frequency_weights",
-    "progress_range", "LOSSES", "OhemCrossEntropyLoss", "DiceLoss", "LovaszSoftmaxLoss", "FocalLoss", "WeightedSumLoss",
+    "LOSSES", "OhemCrossEntropyLoss", "DiceLoss", "LovaszSoftmaxLoss", "FocalLoss", "WeightedSumLoss",
     "DeepSupervisionLoss", "class_weight_tensor", "build_loss", "build_criterion",
 ]
 
@@ -39,24 +39,6 @@ def class_frequencies(dataset, num_classes: int, ignore_index: int = 255, max_it
         label = label[(label != ignore_index) & (label < num_classes)]
         counts += np.bincount(label.astype(np.int64), minlength=num_classes)[:num_classes]
     return counts
-
-
-def progress_range(n: int, description: str, progress: bool | None = None):
-    """``range(n)`` reported on stderr when ``progress`` (None: when ``n > 50``): a tqdm bar when tqdm is
-    installed, else a line at the start and one at the end."""
-    if not (n > 50 if progress is None else progress):
-        return range(n)
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _with_lines(n, description)
-    return tqdm(range(n), desc=description, unit="label", leave=False, file=sys.stderr)
-
-
-def _with_lines(n: int, description: str):
-    print(f"{description}: {n} label maps ...", file=sys.stderr, flush=True)
-    yield from range(n)
-    print(f"{description}: done", file=sys.stderr, flush=True)
 
 
 def cached_class_frequencies(dataset, num_classes: int, ignore_index: int = 255, cache_dir: str | Path | None = None) -> np.ndarray:
