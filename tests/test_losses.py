@@ -170,3 +170,29 @@ def test_class_frequencies_reads_labels_only_and_reports_progress(capsys):
     counts = class_frequencies(_LabelsOnly(labels), 3, 255, progress=True)
     assert counts.tolist() == [1, 2, 3]
     assert "counting class pixels" in capsys.readouterr().err
+
+
+TINY = [
+    "model.name=espnet-c", "model.options={q: 2}", "data.image_size=[32,48]", "data.train_samples=4", "data.val_samples=2",
+    "train.batch_size=2", "train.epochs=1", "train.threads=2",
+]
+
+
+def test_trainer_builds_the_configured_loss_and_trains(tmp_path):
+    from rtseg.config import load_config
+    from rtseg.engine.trainer import Trainer
+
+    cfg = load_config("demo", TINY + ["loss.terms=[{name: ohem, weight: 1}, {name: lovasz, weight: 0.5}]", "loss.ohem_min_kept=64"])
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    assert [type(m).__name__ for m in trainer.criterion.losses] == ["OhemCrossEntropyLoss", "LovaszSoftmaxLoss"]
+    summary = trainer.run()
+    assert np.isfinite(trainer.history[0]["train_loss"]) and summary["epochs"] == 1
+
+
+def test_trainer_refuses_features_it_does_not_wire_yet(tmp_path):
+    from rtseg.config import ConfigError, load_config
+    from rtseg.engine.trainer import Trainer
+
+    for override in ("train.ema=0.999", "model.aux_heads=[{stage: stage2}]"):
+        with pytest.raises(ConfigError, match="not yet supported"):
+            Trainer(load_config("demo", TINY + [override]), tmp_path, progress=False)
