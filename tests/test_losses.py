@@ -116,6 +116,7 @@ def test_weighted_sum_of_terms():
     dice = 1 - ((2 * (p * g).sum(0) + 1) / (p.sum(0) + g.sum(0) + 1)).mean()
     crit = build_criterion({"terms": [{"name": "ce", "weight": 1}, {"name": "dice", "weight": 0.5}]}, None, 3)
     assert crit(*_tensors()).item() == pytest.approx(ce + 0.5 * dice, rel=1e-5)
+    assert crit.parts["ce"].item() == pytest.approx(ce, rel=1e-5) and crit.parts["dice"].item() == pytest.approx(dice, rel=1e-5)
 
 
 def test_deep_supervision_adds_weighted_aux_losses():

@@ -167,13 +167,13 @@ class FolderDataset(PairedFolder):
         """raw value -> class for ``label_map`` / ``reduce_zero_label``; -1 marks values the map does not list."""
         mapping, ignore = self.spec.get("label_map"), self.ignore_index
         if mapping is not None:
-            lut = np.full(65536, -1, dtype=np.int32)
+            lut = np.full(max(65536, ignore + 1), -1, dtype=np.int32)
             lut[ignore] = ignore  # the raw ignore value stays ignored unless the map says otherwise
             for raw, target in mapping.items():
                 lut[raw] = target
             return lut
         if self.spec.get("reduce_zero_label"):
-            lut = np.arange(-1, 65535, dtype=np.int32)
+            lut = np.arange(-1, max(65536, ignore + 1) - 1, dtype=np.int32)
             lut[0] = ignore
             lut[ignore] = ignore
             return lut
@@ -184,10 +184,8 @@ class FolderDataset(PairedFolder):
         values = np.unique(raw)
         unknown = [int(v) for v in values if v < 0 or v >= lut.size or lut[v] < 0]
         if unknown:
-            raise DatasetError(
-                f"label map {str(path)!r} has value(s) {unknown[:10]} that 'label_map' of {self.spec['_path']} does not list "
-                f"(it lists {sorted(self.spec['label_map'])}); map each raw value to a class or to the ignore value {self.ignore_index}"
-            )
+            listed = f"'label_map' of {self.spec['_path']} does not list (it lists {sorted(self.spec['label_map'])})" if self.spec.get("label_map") else f"{self.spec['_path']} cannot map"
+            raise DatasetError(f"label map {str(path)!r} has value(s) {unknown[:10]} that {listed}; map each raw value to a class or to the ignore value {self.ignore_index}")
         return lut[raw.astype(np.int64)].astype(np.uint8 if max(self.classes.num_classes, self.ignore_index + 1) <= 256 else np.int32)
 
     def _build_color_lut(self) -> dict[int, int]:
@@ -230,7 +228,8 @@ class FolderDataset(PairedFolder):
         values = np.unique(label)
         bad = [int(v) for v in values if v >= n and v != self.ignore_index]
         if bad:
-            raise DatasetError(f"label map {str(path)!r} has value(s) {bad[:10]} outside the {n} classes (0..{n - 1}) and the ignore value {self.ignore_index} of {self.spec['_path']}")
+            raise DatasetError(f"label map {str(path)!r} has value(s) {bad[:10]} outside the {n} classes (0..{n - 1}) and the ignore value {self.ignore_index} of {self.spec['_path']}"
+                               + (" (after reduce_zero_label: raw value v is class v - 1)" if self.spec.get("reduce_zero_label") else ""))
         if self.ignore_index != IGNORE_INDEX:  # the trainer and metrics ignore 255
             label = np.where(label == self.ignore_index, IGNORE_INDEX, label).astype(np.uint8)
         return label

@@ -217,7 +217,8 @@ class FocalLoss(nn.Module):
 
 
 class WeightedSumLoss(nn.Module):
-    """``sum_i weight_i * loss_i`` (``loss.terms``); ``parts`` after a call holds each term's detached value."""
+    """``sum_i weight_i * loss_i`` (``loss.terms``); ``parts`` after a call holds each term's detached value
+    (tensors, so reading them is left to whoever logs them: no device sync per step)."""
 
     def __init__(self, losses: list[nn.Module], weights: list[float], names: list[str] | None = None):
         super().__init__()
@@ -226,11 +227,11 @@ class WeightedSumLoss(nn.Module):
         self.losses = nn.ModuleList(losses)
         self.weights = [float(w) for w in weights]
         self.names = names or [type(m).__name__ for m in losses]
-        self.parts: dict[str, float] = {}
+        self.parts: dict[str, torch.Tensor] = {}
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         values = [loss(logits, labels) for loss in self.losses]
-        self.parts = {n: float(v.detach()) for n, v in zip(self.names, values)}
+        self.parts = {n: v.detach() for n, v in zip(self.names, values)}
         return sum(w * v for w, v in zip(self.weights, values))
 
 
