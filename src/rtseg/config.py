@@ -39,7 +39,9 @@ def yaml_load(text: str):
 DEFAULTS: dict[str, Any] = {
     "recipe": None,  # a short name, e.g. "fplnet-cityscapes"
     "description": "",  # where the recipe comes from (paper section)
-    "model": {"name": "erfnet", "num_classes": None, "options": {}},
+    # aux_heads: training-only auxiliary heads, [{stage: NAME, weight: W}] (rtseg.models.aux_heads; weight
+    # defaults to loss.aux_weight); they are not part of the saved weights, eval or export.
+    "model": {"name": "erfnet", "num_classes": None, "options": {}, "aux_heads": None},
     "data": {
         "dataset": "synthetic",  # synthetic | cityscapes | camvid | folder
         "root": None,
@@ -92,7 +94,13 @@ DEFAULTS: dict[str, Any] = {
     },
     # class_weights: None | enet | median-frequency | [list]. reduction: mean | sum over pixels (LiteSeg's
     # official code sums, hence its learning rates of 1e-7 / 1e-8).
-    "loss": {"ignore_index": 255, "class_weights": None, "class_weight_c": 1.02, "reduction": "mean"},
+    # name: ce | ohem | dice | lovasz | focal (rtseg.engine.losses); terms: a weighted sum instead of name,
+    # [{name: ce, weight: 1}, {name: dice, weight: 0.5}]. ohem_min_kept None: 1/16 of the labelled pixels.
+    "loss": {
+        "ignore_index": 255, "class_weights": None, "class_weight_c": 1.02, "reduction": "mean",
+        "name": "ce", "terms": None, "ohem_thresh": 0.7, "ohem_min_kept": None, "dice_smooth": 1.0,
+        "lovasz_classes": "present", "focal_gamma": 2.0, "aux_weight": 0.4,
+    },
     "train": {
         "epochs": 10,
         "batch_size": 8,
@@ -108,6 +116,7 @@ DEFAULTS: dict[str, Any] = {
         "threads": None,
         "sync_bn": False,  # torchrun runs: convert BatchNorm to SyncBatchNorm
         "tensorboard": "auto",  # true | false | auto (log to OUT/tensorboard when tensorboard is installed)
+        "ema": None,  # None (off) | decay, e.g. 0.9995: an exponential moving average of the weights (rtseg.engine.ema)
     },
     # Built-in loggers (rtseg.engine.loggers), each a training callback: csv (OUT/metrics.csv), tensorboard
     # (OUT/tensorboard, as train.tensorboard says), wandb and mlflow (optional extras: pip install 'rtseg[wandb]').

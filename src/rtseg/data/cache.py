@@ -19,13 +19,14 @@ def default_cache_dir() -> Path:
 
 
 def file_list_key(dataset, num_classes: int, ignore_index: int) -> str | None:
-    """A hash of the dataset's label files (path, size, modification time) and of how they are read, or
+    """A hash of the dataset's label files (path, size, modification time) and of how they are read
+    (including a dataset's ``label_mapping_key``, e.g. a folder dataset's ``label_map``), or
     None for a dataset without files (the synthetic scenes)."""
     pairs = getattr(dataset, "pairs", None)
     if not pairs:
         return None
     h = hashlib.sha256()
-    h.update(f"{type(dataset).__name__}|{num_classes}|{ignore_index}\n".encode())
+    h.update(f"{type(dataset).__name__}|{num_classes}|{ignore_index}|{getattr(dataset, 'label_mapping_key', '')}\n".encode())
     for _, label in pairs:
         st = Path(label).stat()
         h.update(f"{Path(label).resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())

@@ -5,80 +5,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from rtseg.data.cache import default_cache_dir, file_list_key
+from rtseg.data.folder import FolderDataset, folder_classes
 from rtseg.data.labels import CAMVID, CITYSCAPES, ClassInfo, label_ids_to_train_ids
+from rtseg.data.paired import IMAGE_SUFFIXES, DatasetError, PairedFolder, read_image, read_label  # noqa: F401  (re-exported)
 from rtseg.data.synthetic import SyntheticScenes
+from rtseg.progress import progress_range
 
-__all__ = ["DatasetError", "read_image", "read_label", "CityscapesDataset", "CamVidDataset", "build_dataset", "dataset_classes"]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-class DatasetError(ValueError):
-    """A dataset folder or file that cannot be used as it is."""
+__all__ = [
+    "DatasetError", "read_image", "read_label", "PairedFolder", "CityscapesDataset", "CamVidDataset", "FolderDataset",
+    "build_dataset", "dataset_classes",
+]
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as ``H x W x 3`` uint8 RGB; an unreadable file raises naming it."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DatasetError(f"{str(path)!r} is not a readable image: {exc}") from exc
-
-
-def read_label(path: str | Path) -> np.ndarray:
-    """A label map file as ``H x W`` uint8 (palette indices for mode P images)."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16"):
-                raise DatasetError(f"label map {str(path)!r} has image mode {im.mode}; expected a single-channel (L or P) PNG")
-            arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DatasetError(f"{str(path)!r} is not a readable label map: {exc}") from exc
-    return arr.astype(np.uint8) if arr.max(initial=0) < 256 else arr
-
-
-class _PairedFolder:
-    classes: ClassInfo
-
-    def __init__(self, pairs: list[tuple[Path, Path]], description: str):
-        if not pairs:
-            raise DatasetError(f"no image / label pairs found in {description}")
-        self.pairs = pairs
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def name(self, index: int) -> str:
-        return self.pairs[index][0].stem
-
-    # largest raw label value the files may hold (None: every value has a meaning, e.g. Cityscapes labelIds)
-    max_raw_label: int | None = None
-
-    def convert_label(self, label: np.ndarray) -> np.ndarray:
-        return label
-
-    def label(self, index: int) -> np.ndarray:
-        """The label map of item ``index``, checked: raw values above ``max_raw_label`` raise naming the file."""
-        path = self.pairs[index][1]
-        raw = read_label(path)
-        if self.max_raw_label is not None and raw.size and int(raw.max()) > self.max_raw_label:
-            bad = [int(v) for v in np.unique(raw) if v > self.max_raw_label]
-            raise DatasetError(f"label map {str(path)!r} has value(s) {bad[:10]} outside the classes and the ignore value (0..{self.max_raw_label})")
-        return self.convert_label(raw)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        img_path, lab_path = self.pairs[index]
-        image = read_image(img_path)
-        label = self.label(index)
-        if image.shape[:2] != label.shape:
-            raise DatasetError(f"image {str(img_path)!r} is {image.shape[1]}x{image.shape[0]} but its label {str(lab_path)!r} is {label.shape[1]}x{label.shape[0]}")
-        return image, label
-
-
-class CityscapesDataset(_PairedFolder):
+class CityscapesDataset(PairedFolder):
     """Cityscapes in the official layout: ``leftImg8bit/SPLIT/CITY/*_leftImg8bit.png`` with ``gtFine`` labels,
     or with ``annotations="coarse"`` the ``gtCoarse`` labels, where the ``train`` split also takes in
     ``train_extra`` (the 19,998 coarsely annotated frames used for coarse pretraining, e.g. by LiteSeg).
@@ -108,7 +49,7 @@ class CityscapesDataset(_PairedFolder):
         return label_ids_to_train_ids(label)
 
 
-class CamVidDataset(_PairedFolder):
+class CamVidDataset(PairedFolder):
     """CamVid in the SegNet layout (``train/`` + ``trainannot/``, 11 classes, value 11 = void)."""
 
     classes = CAMVID
@@ -146,37 +87,47 @@ class _SyntheticWithClasses(SyntheticScenes):
 def dataset_classes(data_cfg: dict[str, Any]) -> ClassInfo:
     kind = data_cfg.get("dataset", "synthetic")
     if kind == "folder":
-        from rtseg.data.folder import folder_classes
-
         if not data_cfg.get("root"):
             raise DatasetError("data.root must name the folder dataset (the folder holding dataset.yaml)")
         return folder_classes(data_cfg["root"])
     return CAMVID if kind == "camvid" else CITYSCAPES
 
 
-def check_label_values(dataset, cache_dir: str | Path | None = None) -> None:
+def check_label_values(dataset, cache_dir: str | Path | None = None, require_all_classes: bool = False) -> None:
     """Read every label map of ``dataset`` once and raise one DatasetError naming each file whose values lie outside
-    the classes and the ignore value. A passed check is remembered (per hash of the label file list), so
-    an unchanged dataset is scanned only once."""
-    from rtseg.data.cache import default_cache_dir, file_list_key
-
+    the classes and the ignore value. With ``require_all_classes`` (the training split of a folder dataset), every
+    declared class must also occur somewhere; labels whose only values are 0 and the ignore value get the
+    ``label_map`` fix in the message (binary masks saved as 0/255). A passed check is remembered (per hash of the
+    label file list and of the dataset's value mapping), so an unchanged dataset is scanned only once."""
     if not hasattr(dataset, "label") or not getattr(dataset, "pairs", None):
         return
     info = dataset.classes
     key = file_list_key(dataset, info.num_classes, info.ignore_index)
-    marker = Path(cache_dir or default_cache_dir()) / "label-checks" / f"{key}.ok"
+    marker = Path(cache_dir or default_cache_dir()) / "label-checks" / f"{key}{'-classes' if require_all_classes else ''}.ok"
     if marker.is_file():
         return
-    problems = []
-    for i in range(len(dataset)):
+    problems, raw_values = [], set()
+    counts = np.zeros(info.num_classes, dtype=np.int64)
+    scan = getattr(dataset, "scan_label", None)
+    for i in progress_range(len(dataset), "checking label maps"):
         try:
-            dataset.label(i)
+            if scan is not None:
+                values, label = scan(i)
+                raw_values.update(int(v) for v in values)
+            else:
+                label = dataset.label(i)
         except DatasetError as exc:
             problems.append(str(exc))
+            continue
+        if require_all_classes:
+            flat = np.asarray(label).reshape(-1)
+            counts += np.bincount(flat[flat < info.num_classes].astype(np.int64), minlength=info.num_classes)[: info.num_classes]
     if problems:
         shown = "\n  ".join(problems[:10])
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
         raise DatasetError(f"{len(problems)} of {len(dataset)} label map(s) cannot be used:\n  {shown}{more}")
+    if require_all_classes and (counts == 0).any():
+        raise DatasetError(_missing_classes_message(dataset, counts, sorted(raw_values)))
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(f"{len(dataset)} label maps checked\n")
@@ -184,12 +135,31 @@ def check_label_values(dataset, cache_dir: str | Path | None = None) -> None:
         pass  # an unwritable cache only costs a rescan next time
 
 
+def _missing_classes_message(dataset, counts: np.ndarray, raw_values: list[int]) -> str:
+    info = dataset.classes
+    spec_path = getattr(dataset, "spec", {}).get("_path", "dataset.yaml")
+    where = f"the {len(dataset)} training label map(s) of {str(getattr(dataset, 'root', ''))!r}"
+    missing = [f"{info.names[c]!r} (value {c})" for c in np.flatnonzero(counts == 0)]
+    raw_ignore = info.ignore_index
+    if raw_values and set(raw_values) <= {0, raw_ignore}:
+        return (
+            f"{where} hold only the values {raw_values}: 0 and the ignore value {raw_ignore}, so every non-zero pixel is "
+            f"ignored and class(es) {', '.join(missing)} never occur (binary masks saved as 0/{raw_ignore}?). If {raw_ignore} "
+            f"marks a class, map it in {spec_path}, e.g. 'label_map: {{0: 0, {raw_ignore}: {info.num_classes - 1}}}'"
+            + (" (and set ignore_index to a value the masks do not use)" if raw_ignore != 255 else "")
+        )
+    return (
+        f"class(es) {', '.join(missing)} of {spec_path} never occur in {where}; values found: {raw_values}. Fix the labels, "
+        f"remove the class from 'classes', or map the raw values to classes with 'label_map' (or 'reduce_zero_label')"
+    )
+
+
 def build_dataset(data_cfg: dict[str, Any], split: str):
     """The dataset a config's ``data`` section names, for ``split`` (``train`` or ``val``), with its label values
     checked once (``data.check_labels``)."""
     dataset = _build_dataset(data_cfg, split)
     if data_cfg.get("check_labels", True):
-        check_label_values(dataset)
+        check_label_values(dataset, require_all_classes=split == "train" and isinstance(dataset, FolderDataset))
     return dataset
 
 
@@ -208,7 +178,5 @@ def _build_dataset(data_cfg: dict[str, Any], split: str):
     if kind == "camvid":
         return CamVidDataset(root, split_name)
     if kind == "folder":
-        from rtseg.data.folder import FolderDataset
-
         return FolderDataset(root, split_name)
     raise DatasetError(f"unknown dataset {kind!r}; expected synthetic, cityscapes, camvid or folder")

@@ -86,6 +86,8 @@ def forward_loss(net: torch.nn.Module, criterion, precision: TrainPrecision, ima
         images = images.contiguous(memory_format=torch.channels_last)
     with precision.autocast(images.device):
         logits = net(images)
+    if isinstance(logits, tuple):  # issue 15: (main, aux...) from rtseg.models.aux_heads.AuxiliaryHeads in training
+        return criterion(tuple(resize_to(x.float(), tuple(labels.shape[-2:])) for x in logits), labels)
     return criterion(resize_to(logits.float(), tuple(labels.shape[-2:])), labels)
 
 

@@ -107,6 +107,9 @@ class Trainer:
             self.iters_per_epoch = min(self.iters_per_epoch, int(tcfg["max_iters_per_epoch"]))
         self.epochs = int(tcfg["epochs"])
 
+        # issue 15: rtseg.engine.ema.ModelEMA and rtseg.models.aux_heads.AuxiliaryHeads exist but are not wired in yet
+        if tcfg.get("ema") is not None or mcfg.get("aux_heads"):
+            raise ConfigError("train.ema and model.aux_heads are not yet supported by this trainer (issue 15); leave them unset")
         self.criterion = build_criterion(cfg["loss"], self.train_set.base, num_classes, self.out_dir).to(self.device)
         self.optimizer = build_optimizer(cfg["optimizer"], self.model)
         # DDP wraps after the optimizer is built: parameter names (lr_scale prefixes) stay those of the model
