@@ -10,10 +10,12 @@ from typing import Any
 
 import yaml
 
+from rtseg.errors import UserError
+
 __all__ = ["DEFAULTS", "ConfigError", "load_config", "apply_overrides", "list_recipes", "resolve_config_path", "merge_config"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override that does not fit the schema."""
 
 
@@ -202,4 +204,6 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
         for i, stage in enumerate(stages):
             body = {k: v for k, v in stage.items() if k != "name"}
             merge_config(config, body, f"stages[{i}].", DEFAULTS)  # validates the keys
-    return config
+    from rtseg.config_schema import validate_config  # rel14: types and ranges of every key (lazy: it imports this module)
+
+    return validate_config(config)
