@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from rtseg.data.labels import CAMVID, CITYSCAPES, ClassInfo, label_ids_to_train_ids
 from rtseg.data.synthetic import SyntheticScenes
@@ -15,29 +14,8 @@ __all__ = ["DatasetError", "read_image", "read_label", "CityscapesDataset", "Cam
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class DatasetError(ValueError):
-    """A dataset folder or file that cannot be used as it is."""
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as ``H x W x 3`` uint8 RGB; an unreadable file raises naming it."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DatasetError(f"{str(path)!r} is not a readable image: {exc}") from exc
-
-
-def read_label(path: str | Path) -> np.ndarray:
-    """A label map file as ``H x W`` uint8 (palette indices for mode P images)."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16"):
-                raise DatasetError(f"label map {str(path)!r} has image mode {im.mode}; expected a single-channel (L or P) PNG")
-            arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DatasetError(f"{str(path)!r} is not a readable label map: {exc}") from exc
-    return arr.astype(np.uint8) if arr.max(initial=0) < 256 else arr
+# rel14: the readers (16-bit, float, EXIF orientation, corrupt files) and DatasetError live in rtseg.data.image_io
+from rtseg.data.image_io import DatasetError, read_image, read_label  # noqa: E402,F401
 
 
 class _PairedFolder:
