@@ -73,6 +73,7 @@ BAD = [
     ("gradual_grouping.shape=square", "gradual_grouping.shape"),
     ("output.dir=''", "output.dir"),
     ("model.options=3", "model.options"),
+    ("output.dir=runs/{model}", "output.dir"),
 ]
 
 
@@ -118,3 +119,13 @@ def test_good_values_pass():
     config = load_config("demo", ["train.batch_size=1", "data.cache=off", "train.device=cuda:1", "loss.class_weights=[1, 2.5]",
                                   "data.crop_sizes=[[32,32],[64,48]]", "model.num_classes=2", "optimizer.lr_scale={encoder: 1.0e-16}"])
     assert config["train"]["batch_size"] == 1
+
+
+def test_cross_key_rules():
+    with pytest.raises(ConfigError, match=r"loss.class_weights: got 2 weights, expected one per class \(model.num_classes=3\)"):
+        load_config("demo", ["model.num_classes=3", "loss.class_weights=[1, 2]"])
+    with pytest.raises(ConfigError, match="a stride needs a window"):
+        load_config("demo", ["eval.stride=[32,32]"])
+    with pytest.raises(ConfigError, match="leave gaps"):
+        load_config("demo", ["eval.window=[64,64]", "eval.stride=[65,32]"])
+    load_config("demo", ["eval.window=[64,64]", "eval.stride=[64,32]", "output.dir=out/{recipe}-x"])

@@ -183,6 +183,17 @@ def _normalization(v: Any) -> str | None:
     return "null (the model's own) or a preset: " + ", ".join(PRESETS)
 
 
+def _output_dir(v: Any) -> str | None:
+    expected = "a non-empty folder path (it may contain {recipe})"
+    if not isinstance(v, str) or not v.strip():
+        return expected
+    try:
+        v.format(recipe="x")
+    except (KeyError, IndexError, ValueError):
+        return expected + "; other {...} fields are not filled in"
+    return None
+
+
 _positive_weight = number(lo=0.0)
 
 # One rule per key of DEFAULTS (nested as DEFAULTS); "stages" is checked by merging each stage over the config.
@@ -262,7 +273,7 @@ SCHEMA: dict[str, Any] = {
         "window": size_pair(nullable=True),
         "stride": size_pair(nullable=True),
     },
-    "output": {"dir": text(non_empty=True), "keep_last": boolean()},
+    "output": {"dir": _output_dir, "keep_last": boolean()},
 }
 
 
@@ -299,8 +310,17 @@ def _check(config: Any, schema: dict[str, Any], prefix: str, problems: list[str]
 def _cross_checks(config: dict[str, Any], prefix: str, problems: list[str]) -> None:
     """Rules between keys."""
     ev = config.get("eval")
-    if isinstance(ev, dict) and ev.get("stride") is not None and ev.get("window") is None:
-        problems.append(f"{prefix}eval.stride: got {show(ev['stride'])}, expected null without eval.window (a stride needs a window)")
+    if isinstance(ev, dict) and ev.get("stride") is not None and size_pair()(ev["stride"]) is None:
+        window = ev.get("window")
+        if window is None:
+            problems.append(f"{prefix}eval.stride: got {show(ev['stride'])}, expected null without eval.window (a stride needs a window)")
+        elif size_pair()(window) is None and any(s > w for s, w in zip(ev["stride"], window)):
+            problems.append(f"{prefix}eval.stride: got {show(ev['stride'])}, expected no side larger than eval.window {show(window)} (windows would leave gaps)")
+    model, loss = config.get("model"), config.get("loss")
+    if isinstance(model, dict) and isinstance(loss, dict) and _is_int(model.get("num_classes")) and isinstance(loss.get("class_weights"), list):
+        if len(loss["class_weights"]) != model["num_classes"]:
+            problems.append(f"{prefix}loss.class_weights: got {len(loss['class_weights'])} weights, expected one per class "
+                            f"(model.num_classes={model['num_classes']})")
 
 
 def config_problems(config: Any) -> list[str]:
