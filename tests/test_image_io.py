@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rtseg.data.image_io import DatasetError, SizeError, check_size, displayed_size, read_image, read_label
+from rtseg.data.image_io import DatasetError, SizeError, check_size, displayed_size, image_to_rgb, read_image, read_label
 from rtseg.errors import UserError
 
 
@@ -137,3 +137,9 @@ def test_check_size_accepts_and_names_option():
     assert check_size([16384, 1.0]) == (16384, 1)
     with pytest.raises(SizeError, match="--tile"):
         check_size((0, 4), option="--tile")
+
+
+def test_in_memory_pil_images_convert_the_same_way():
+    grey16 = Image.fromarray(np.array([[0, 65535]], dtype=np.uint16))
+    assert image_to_rgb(grey16)[0, :, 0].tolist() == [0, 255]
+    assert image_to_rgb(Image.fromarray(np.array([[0.0, 1.0]], dtype=np.float32)))[0, :, 2].tolist() == [0, 255]

@@ -29,7 +29,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from rtseg.errors import UserError
 
-__all__ = ["DatasetError", "SizeError", "MAX_SIDE", "read_image", "read_label", "displayed_size", "check_size"]
+__all__ = ["DatasetError", "SizeError", "MAX_SIDE", "read_image", "image_to_rgb", "read_label", "displayed_size", "check_size"]
 
 # Largest image side (pixels) accepted for an input or output size: larger sizes are typos, not images.
 MAX_SIDE = 16384
@@ -83,20 +83,24 @@ def _scaled_to_uint8(arr: np.ndarray, path: str | Path) -> np.ndarray:
 
 def read_image(path: str | Path) -> np.ndarray:
     """An image file as ``H x W x 3`` uint8 RGB in its displayed orientation (see the module docstring)."""
-    im = _open(path, "image")
+    return image_to_rgb(_open(path, "image"), path)
+
+
+def image_to_rgb(im: Image.Image, name: str | Path = "<image>") -> np.ndarray:
+    """A PIL image as ``H x W x 3`` uint8 RGB, upright, 16-bit and float scaled as :func:`read_image` does."""
     try:
         im = ImageOps.exif_transpose(im)
     except _READ_ERRORS:
         pass  # an unreadable EXIF block leaves the pixels as stored
     if im.mode.startswith("I") or im.mode == "F":
-        grey = _scaled_to_uint8(np.asarray(im), path)
+        grey = _scaled_to_uint8(np.asarray(im), name)
         if grey.ndim != 2:
-            raise DatasetError(f"image {str(path)!r} has an unsupported layout {im.mode} {grey.shape}")
+            raise DatasetError(f"image {str(name)!r} has an unsupported layout {im.mode} {grey.shape}")
         return np.repeat(grey[:, :, None], 3, axis=2)
     try:
         return np.asarray(im.convert("RGB"))
     except _READ_ERRORS as exc:
-        raise DatasetError(f"image {str(path)!r} of mode {im.mode} cannot be converted to RGB: {exc}") from exc
+        raise DatasetError(f"image {str(name)!r} of mode {im.mode} cannot be converted to RGB: {exc}") from exc
 
 
 def read_label(path: str | Path) -> np.ndarray:
