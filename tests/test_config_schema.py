@@ -74,6 +74,7 @@ BAD = [
     ("output.dir=''", "output.dir"),
     ("model.options=3", "model.options"),
     ("output.dir=runs/{model}", "output.dir"),
+    ("optimizer.lr_scale={encoder: -1}", "optimizer.lr_scale"),
 ]
 
 
@@ -117,7 +118,7 @@ def test_stage_values_are_checked_with_their_stage_path(tmp_path):
 
 def test_good_values_pass():
     config = load_config("demo", ["train.batch_size=1", "data.cache=off", "train.device=cuda:1", "loss.class_weights=[1, 2.5]",
-                                  "data.crop_sizes=[[32,32],[64,48]]", "model.num_classes=2", "optimizer.lr_scale={encoder: 1.0e-16}"])
+                                  "data.crop_sizes=[[32,32],[64,48]]", "model.num_classes=2", "optimizer.lr_scale={encoder: 1.0e-16, level1: 0.0}"])
     assert config["train"]["batch_size"] == 1
 
 

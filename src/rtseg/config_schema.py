@@ -160,10 +160,10 @@ def _betas(v: Any) -> str | None:
 
 
 def _lr_scale(v: Any) -> str | None:
-    expected = "null or a mapping {parameter-name prefix: factor > 0}"
+    expected = "null or a mapping {parameter-name prefix: factor >= 0} (0 freezes those parameters)"
     if v is None:
         return None
-    if not isinstance(v, dict) or not all(isinstance(k, str) and _is_number(f) and f > 0 for k, f in v.items()):
+    if not isinstance(v, dict) or not all(isinstance(k, str) and _is_number(f) and f >= 0 for k, f in v.items()):
         return expected
     return None
 
