@@ -169,7 +169,7 @@ def measure(args) -> dict:
                 timings = {k: statistics.median(v) for k, v in times.items()}
     miou = {k: cm.summary(classes.names)["miou"] for k, cm in cms.items()}
     is_checkpoint = Path(args.model).is_file()
-    rec = {"model": (getattr(model, "rtseg_spec", None) or {}).get("name", str(args.model)) if is_checkpoint else str(args.model),
+    rec = {"model": card_of(model).model if is_checkpoint else str(args.model),
            "weights": str(args.model) if is_checkpoint else (args.weights or "random"),
            "options": options, "normalization": norm.to_dict(),
            "data": args.data, "split": args.split, "images": len(dataset), "size": list(size), "threads": args.threads,

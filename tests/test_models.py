@@ -81,3 +81,16 @@ class TestEveryModel:
         model = rtseg.create_model(name, num_classes=5).eval()
         with torch.inference_mode():
             assert model(torch.randn(1, 3, 64, 64)).shape[1] == 5
+
+    def test_two_classes_forward_and_backward(self, built):
+        """Binary segmentation: ESPNet-based blocks once gave branches num_classes // 5 = 0 channels."""
+        name, _ = built
+        model = rtseg.create_model(name, num_classes=2).train()
+        out = model(torch.randn(2, 3, 64, 64))
+        assert out.shape[:2] == (2, 2)
+        target = torch.randint(0, 2, (2, out.shape[2], out.shape[3]))
+        torch.nn.functional.cross_entropy(out, target).backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        model.eval()
+        with torch.inference_mode():
+            assert model(torch.randn(1, 3, 48, 80)).shape[:2] == (1, 2)

@@ -9,6 +9,8 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn as nn
 
+from rtseg.storage import reraise_write_error  # rel14
+
 __all__ = [
     "CheckpointError",
     "checkpoint_card",
@@ -57,9 +59,10 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        reraise_write_error(exc, path)  # rel14: a full or read-only disk becomes a user error naming the path
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)

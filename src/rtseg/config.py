@@ -10,13 +10,15 @@ from typing import Any
 
 import yaml
 
+from rtseg.errors import UserError
+
 __all__ = [
     "DEFAULTS", "ConfigError", "load_config", "apply_overrides", "list_recipes", "resolve_config_path", "merge_config", "stage_config",
     "dump_config",
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override that does not fit the schema."""
 
 
@@ -241,4 +243,6 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
             raise ConfigError(f"config {str(path)!r}: 'stages' must be a list of mappings")
         for i in range(len(stages)):
             stage_config(config, i)  # validates the keys
-    return config
+    from rtseg.config_schema import validate_config  # types and ranges of every key (lazy: it imports this module)
+
+    return validate_config(config)

@@ -40,6 +40,7 @@ from PIL import Image, UnidentifiedImageError
 
 from rtseg.config import yaml_load
 from rtseg.data.paired import IMAGE_SUFFIXES, DatasetError, PairedFolder, read_image, read_label
+from rtseg.data.image_io import displayed_size
 from rtseg.data.labels import IGNORE_INDEX, ClassInfo, spread_palette
 
 __all__ = ["FolderDataset", "read_folder_spec", "folder_classes"]
@@ -150,7 +151,7 @@ class FolderDataset(PairedFolder):
         self.pairs = [(images[k], labels[k]) for k in sorted(images)]
         bad = []
         for img, lab in self.pairs:
-            a, b = _header_size(img), _header_size(lab)
+            a, b = displayed_size(img), _header_size(lab)  # rel14: images are read upright (EXIF), labels as stored
             if a != b:
                 bad.append(f"{str(img)!r} is {a[0]}x{a[1]} but {str(lab)!r} is {b[0]}x{b[1]}")
         if bad:

@@ -7,38 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from rtseg.data.image_io import DatasetError, read_image, read_label
 from rtseg.data.labels import ClassInfo
 
 __all__ = ["IMAGE_SUFFIXES", "DatasetError", "read_image", "read_label", "PairedFolder"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-class DatasetError(ValueError):
-    """A dataset folder or file that cannot be used as it is."""
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as ``H x W x 3`` uint8 RGB; an unreadable file raises naming it."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DatasetError(f"{str(path)!r} is not a readable image: {exc}") from exc
-
-
-def read_label(path: str | Path) -> np.ndarray:
-    """A label map file as ``H x W`` uint8 (palette indices for mode P images)."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16"):
-                raise DatasetError(f"label map {str(path)!r} has image mode {im.mode}; expected a single-channel (L or P) PNG")
-            arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DatasetError(f"{str(path)!r} is not a readable label map: {exc}") from exc
-    return arr.astype(np.uint8) if arr.max(initial=0) < 256 else arr
 
 
 class PairedFolder:

@@ -63,14 +63,18 @@ class _ESPBase(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, reduce_kernel: int, stride: int):
         super().__init__()
-        n = out_ch // 5
-        n1 = out_ch - 4 * n  # the d=1 branch takes the remainder so the concat has exactly out_ch channels
+        # The d=1 branch takes the remainder so the concat has exactly out_ch channels. Below 5 output channels
+        # (2-4 classes) no split gives every branch a channel: each gets one and a 1x1 convolution maps the 5 to
+        # out_ch (rtseg's choice; 5 or more channels build exactly the paper's module, with the same keys).
+        n = max(1, out_ch // 5)
+        n1 = max(1, out_ch - 4 * n)
         self.c1 = _Conv(in_ch, n, reduce_kernel, stride)
         self.d1 = _Conv(n, n1, 3, 1, 1)
         self.d2 = _Conv(n, n, 3, 1, 2)
         self.d4 = _Conv(n, n, 3, 1, 4)
         self.d8 = _Conv(n, n, 3, 1, 8)
         self.d16 = _Conv(n, n, 3, 1, 16)
+        self.merge = _Conv(n1 + 4 * n, out_ch, 1) if n1 + 4 * n != out_ch else None
 
     def _pyramid(self, x: torch.Tensor) -> torch.Tensor:
         reduced = self.c1(x)
@@ -78,7 +82,8 @@ class _ESPBase(nn.Module):
         add2 = add1 + self.d4(reduced)
         add3 = add2 + self.d8(reduced)
         add4 = add3 + self.d16(reduced)
-        return torch.cat([self.d1(reduced), add1, add2, add3, add4], 1)
+        out = torch.cat([self.d1(reduced), add1, add2, add3, add4], 1)
+        return out if self.merge is None else self.merge(out)
 
 
 class ESPDownsampler(_ESPBase):

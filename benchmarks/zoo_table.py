@@ -1,0 +1,140 @@
+"""docs/zoo.md and its speed-accuracy figure, from the registered CamVid weights and one timing run.
+
+Accuracy comes from each weights file's card (measured by ``rtseg eval`` when it was published, see
+tools/publish_zoo.py); parameters and MACs are counted here at 360x480; latency comes from one run of
+benchmarks/precision_camvid.py per model (eager fp32 and every deployed path timed side by side, interleaved,
+on a quiet machine), whose accuracy check decides which deployed paths may count:
+
+    for m in $(python benchmarks/zoo_table.py --list); do
+        python benchmarks/precision_camvid.py --model $m --weights camvid --rounds 7 --threads 2 \\
+            --json benchmarks/results-zoo-camvid.json
+    done
+    python benchmarks/zoo_table.py --timing benchmarks/results-zoo-camvid.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = (360, 480)
+
+
+def zoo_rows(timing: dict[str, dict]) -> list[dict]:
+    """One row per CamVid weights entry (the zoo's and the official ESPNet release) with its counts, card and timing."""
+    from rtseg import create_model
+    from rtseg.efficiency import count_flops, count_parameters
+    from rtseg.pretrained import list_pretrained
+
+    rows = []
+    for entry in list_pretrained():
+        if entry.tag not in ("camvid", "camvid-official"):
+            continue
+        card = entry.card
+        model = create_model(entry.model, num_classes=card.num_outputs, **card.options).eval()
+        metric = card.metrics[0] if card.metrics else None
+        row = {"model": entry.model, "tag": entry.tag, "params": count_parameters(model), "macs": count_flops(model, SIZE)["macs"],
+               "miou": metric.miou if metric else None, "pixel_accuracy": metric.pixel_accuracy if metric else None,
+               "per_class": dict(metric.per_class_iou) if metric else {}, "epochs": card.training.epochs if card.training else None,
+               "wall_time_s": card.training.wall_time_s if card.training else None, "by": card.training.by if card.training else ""}
+        t = timing.get(f"{entry.model}/{entry.tag}")
+        if t is not None:
+            row["eager_ms"] = t.get("fp32_eager_ms")
+            passing = [(p["ms"], k) for k, p in t["paths"].items() if "ms" in p and p["pass"]]
+            if passing:
+                row["best_ms"], row["best_path"] = min(passing)
+        rows.append(row)
+    return rows
+
+
+def load_timing(path: Path | None) -> dict[str, dict]:
+    """model/tag -> the newest precision_camvid.py record for it."""
+    if path is None or not path.is_file():
+        return {}
+    out = {}
+    for rec in json.loads(path.read_text()):
+        out[f"{rec['model']}/{rec['weights']}"] = rec
+    return out
+
+
+def _num(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def markdown(rows: list[dict], figure: str | None) -> str:
+    head = ["| model | weights | params | GMACs 360x480 | val mIoU | pixel acc. | epochs | training time | eager ms | best deployed ms (path) | speed-up |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        hours = None if r["wall_time_s"] is None else r["wall_time_s"] / 3600
+        best = "-" if "best_ms" not in r else f"{r['best_ms']:.1f} ({r['best_path']})"
+        speedup = "-" if "best_ms" not in r or not r.get("eager_ms") else f"{r['eager_ms'] / r['best_ms']:.2f}x"
+        head.append(f"| {r['model']} | {r['tag']} | {r['params'] / 1e6:.3f} M | {r['macs'] / 1e9:.2f} | {_num(r['miou'], '.4f')} | "
+                    f"{_num(r['pixel_accuracy'], '.4f')} | {_num(r['epochs'], 'd')} | {_num(hours, '.1f') + (' h' if hours else '')} | {_num(r.get('eager_ms'), '.1f')} | "
+                    f"{best} | {speedup} |")
+    classes = list(next((r["per_class"] for r in rows if r["per_class"]), {}))
+    per_class = ["| model | weights | " + " | ".join(classes) + " |", "|---|---|" + "---:|" * len(classes)]
+    for r in rows:
+        per_class.append(f"| {r['model']} | {r['tag']} | " + " | ".join(_num(r["per_class"].get(c), ".3f") for c in classes) + " |")
+    parts = ["\n".join(head), "", "Per-class IoU (CamVid val, 101 images, 360x480):", "", "\n".join(per_class)]
+    if figure:
+        parts += ["", f"![CamVid val mIoU against CPU latency]({figure})"]
+    return "\n".join(parts)
+
+
+def plot(rows: list[dict], out: Path) -> bool:
+    """Val mIoU against latency (eager and best deployed path), one colour per network; False when nothing is timed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timed = [r for r in rows if r.get("eager_ms") and r["miou"] is not None]
+    if not timed:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in timed:
+        label = r["model"] + (" (official)" if r["tag"] != "camvid" else "")
+        (line,) = ax.plot([r["eager_ms"]], [r["miou"]], "o", label=label)
+        if "best_ms" in r:
+            ax.plot([r["best_ms"]], [r["miou"]], "*", markersize=11, color=line.get_color())
+            ax.annotate("", xy=(r["best_ms"], r["miou"]), xytext=(r["eager_ms"], r["miou"]),
+                        arrowprops={"arrowstyle": "->", "color": line.get_color(), "alpha": 0.6})
+    ax.set_xscale("log")
+    ax.set_xlabel("CPU latency at 360x480, batch 1, 2 threads (ms; o eager, * best deployed path)")
+    ax.set_ylabel("CamVid val mIoU (11 classes)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--list", action="store_true", help="print the models with CamVid zoo weights and exit")
+    parser.add_argument("--timing", type=Path, help="records of benchmarks/precision_camvid.py --rounds N runs")
+    parser.add_argument("--figure", type=Path, default=REPO / "docs" / "img" / "zoo-speed-accuracy.png")
+    parser.add_argument("--out", type=Path, help="write the tables here (default: print)")
+    args = parser.parse_args(argv)
+    if args.list:
+        from rtseg.pretrained import list_pretrained
+
+        print("\n".join(e.model for e in list_pretrained() if e.tag == "camvid"))
+        return 0
+    rows = zoo_rows(load_timing(args.timing))
+    figure = None
+    if plot(rows, args.figure):
+        figure = Path("img") / args.figure.name
+    text = markdown(rows, str(figure) if figure else None)
+    if args.out:
+        args.out.write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
