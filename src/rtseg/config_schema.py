@@ -200,7 +200,10 @@ _positive_weight = number(lo=0.0)
 SCHEMA: dict[str, Any] = {
     "recipe": text(nullable=True, non_empty=True),
     "description": text(),
-    "model": {"name": text(non_empty=True), "num_classes": integer(2, 65535, nullable=True), "options": mapping()},
+    "model": {
+        "name": text(non_empty=True), "num_classes": integer(2, 65535, nullable=True), "options": mapping(),
+        "aux_heads": list_of(mapping(), "[{stage: NAME, weight: W}] entries", nullable=True),
+    },
     "data": {
         "dataset": choice("synthetic", "cityscapes", "camvid", "folder"),
         "root": text(nullable=True, non_empty=True),
@@ -250,6 +253,14 @@ SCHEMA: dict[str, Any] = {
         "class_weights": any_of(choice(None, "enet", "median-frequency"), list_of(_positive_weight, "numbers >= 0")),
         "class_weight_c": number(lo=1, lo_open=True),
         "reduction": choice("mean", "sum"),
+        "name": choice("ce", "ohem", "dice", "lovasz", "focal"),
+        "terms": list_of(mapping(), "[{name: LOSS, weight: W}] entries", nullable=True),
+        "ohem_thresh": number(lo=0, hi=1, lo_open=True),
+        "ohem_min_kept": integer(1, nullable=True),
+        "dice_smooth": number(lo=0),
+        "lovasz_classes": choice("present", "all"),
+        "focal_gamma": number(lo=0),
+        "aux_weight": number(lo=0),
     },
     "train": {
         "epochs": integer(1, 1_000_000),
@@ -264,6 +275,12 @@ SCHEMA: dict[str, Any] = {
         "threads": integer(1, 4096, nullable=True),
         "sync_bn": boolean(),
         "tensorboard": choice(True, False, "auto", "off", None),
+        "ema": number(lo=0, hi=1, lo_open=True, hi_open=True, nullable=True),
+    },
+    "logging": {
+        "loggers": list_of(choice("csv", "tensorboard", "wandb", "mlflow"), "logger names (csv, tensorboard, wandb, mlflow)", non_empty=False),
+        "wandb": {"project": text(non_empty=True), "entity": text(nullable=True), "mode": choice(None, "online", "offline", "disabled")},
+        "mlflow": {"tracking_uri": text(nullable=True), "experiment": text(non_empty=True)},
     },
     "stages": None,  # checked by merging
     "gradual_grouping": {"ramp_epochs": number(lo=0), "start_epoch": number(lo=0), "shape": choice("linear", "cosine")},
@@ -273,7 +290,7 @@ SCHEMA: dict[str, Any] = {
         "window": size_pair(nullable=True),
         "stride": size_pair(nullable=True),
     },
-    "output": {"dir": _output_dir, "keep_last": boolean()},
+    "output": {"dir": _output_dir},
 }
 
 
