@@ -16,7 +16,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from rtseg.card import Metrics, ModelCard, TrainingRecord, card_of, hardware_description
-from rtseg.checkpoint import extract_state_dict, load_checkpoint, load_weights, read_weights, save_checkpoint, save_weights
+from rtseg.io import extract_state_dict, load_checkpoint, load_weights, read_weights, save_checkpoint, save_weights
 from rtseg.config import DEFAULTS, ConfigError, merge_config
 from rtseg.data.datasets import build_dataset, dataset_classes
 from rtseg.data.labels import CITYSCAPES_CATEGORIES
