@@ -12,6 +12,12 @@ def test_time_calls_warms_up_then_interleaves_rounds_and_syncs_after_every_call(
     assert set(times) == {"a", "b"} and all(len(v) == 3 and all(t >= 0 for t in v) for v in times.values())
 
 
+def test_time_calls_can_rotate_the_order_of_each_round():
+    log = []
+    times = time_calls({k: (lambda k=k: log.append(k)) for k in "abc"}, warmup=0, iters=4, rotate=True)
+    assert "".join(log) == "abc" "bca" "cab" "abc" and all(len(v) == 4 for v in times.values())
+
+
 def test_time_calls_measures_milliseconds():
     import time
 

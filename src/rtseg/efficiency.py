@@ -44,12 +44,13 @@ def device_sync(device: torch.device | str) -> Callable[[], None] | None:
 
 
 def time_calls(calls: Mapping[str, Callable[[], Any]], warmup: int = 1, iters: int = 20,
-               sync: Callable[[], None] | None = None) -> dict[str, list[float]]:
+               sync: Callable[[], None] | None = None, rotate: bool = False) -> dict[str, list[float]]:
     """Milliseconds of each of ``iters`` calls of every function in ``calls``: rtseg's one timing loop.
 
     ``warmup`` untimed rounds come first; the timed calls run in interleaved rounds (each function once per
-    round), so that load from other processes hits every candidate alike. ``sync`` (see :func:`device_sync`)
-    runs after every call, inside the timing: asynchronous work is counted where it is done.
+    round), so that load from other processes hits every candidate alike; ``rotate`` starts each round one
+    function later, so that none always runs right after the same other. The lists keep round order. ``sync``
+    (see :func:`device_sync`) runs after every call, inside the timing: asynchronous work is counted where it is done.
     """
     def call(fn: Callable[[], Any]) -> None:
         fn()
@@ -60,10 +61,12 @@ def time_calls(calls: Mapping[str, Callable[[], Any]], warmup: int = 1, iters: i
         for fn in calls.values():
             call(fn)
     times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(max(1, iters)):
-        for name, fn in calls.items():
+    names = list(calls)
+    for r in range(max(1, iters)):
+        shift = r % len(names) if rotate else 0
+        for name in names[shift:] + names[:shift]:
             t0 = time.perf_counter()
-            call(fn)
+            call(calls[name])
             times[name].append((time.perf_counter() - t0) * 1000.0)
     return times
 
