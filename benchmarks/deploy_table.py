@@ -46,7 +46,7 @@ def measure(names, sizes, threads: int, rounds: int, warmup: int, bf16: bool = T
     from rtseg.deploy.onnx_export import export_onnx, ort_session
     from rtseg.deploy.openvino_backend import openvino_available
     from rtseg.deploy.optimize import compare_outputs, optimize
-    from rtseg.efficiency import count_flops, count_parameters, device_name
+    from rtseg.efficiency import count_flops, count_parameters, device_name, time_calls
 
     openvino = openvino and openvino_available()
 
@@ -106,20 +106,12 @@ def measure(names, sizes, threads: int, rounds: int, warmup: int, bf16: bool = T
                         request = compile_ir(Path(tmp) / "m.xml", p, threads)[0].create_infer_request()
                         runners[f"openvino_{p}"] = lambda r=request: r.infer([xn])[0]
                     rec["openvino"] = ov.__version__.split("-")[0]
-                times = {k: [] for k in runners}
                 with torch.inference_mode():
                     reference = model(x)
                     for k, run in runners.items():  # the accuracy check: arg-max agreement with eager on the timing input
                         if k != "eager":
                             rec.setdefault("argmax_agreement", {})[k] = compare_outputs(reference, torch.as_tensor(run()))["argmax_agreement"]
-                    for _ in range(warmup):
-                        for run in runners.values():
-                            run()
-                    for _ in range(rounds):
-                        for k, run in runners.items():
-                            t0 = time.perf_counter()
-                            run()
-                            times[k].append((time.perf_counter() - t0) * 1000.0)
+                    times = time_calls(runners, warmup, rounds)
             for k, v in times.items():
                 rec[f"{k}_ms"] = statistics.median(v)
             rec["folded_batchnorms"] = fast.rtseg_optimization.folded_batchnorms
@@ -133,6 +125,8 @@ def measure(names, sizes, threads: int, rounds: int, warmup: int, bf16: bool = T
 def attainable_rate(threads: int, repeats: int = 10) -> dict:
     """Multiply-adds per second of a 2048^3 matrix product and of a 256->256 3x3 convolution on 64x128
     (channels-last): what this CPU attains on the kernels a convolutional network is made of."""
+    from rtseg.efficiency import time_calls
+
     torch.set_num_threads(threads)
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     conv = torch.nn.Conv2d(256, 256, 3, padding=1).eval().to(memory_format=torch.channels_last)
@@ -141,13 +135,8 @@ def attainable_rate(threads: int, repeats: int = 10) -> dict:
     out = {"kind": "attainable_rate", "threads": threads}
     with torch.inference_mode():
         for name, (run, macs) in jobs.items():
-            run()
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                run()
-                times.append(time.perf_counter() - t0)
-            out[f"{name}_gmacs_per_s"] = macs / min(times) / 1e9
+            times = time_calls({name: run}, 1, repeats)[name]
+            out[f"{name}_gmacs_per_s"] = macs / (min(times) / 1000.0) / 1e9
     return out
 
 

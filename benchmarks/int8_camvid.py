@@ -15,7 +15,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +39,7 @@ def main() -> int:
     from rtseg.deploy.onnx_export import export_onnx, ort_session
     from rtseg.deploy.ort import OnnxSegmenter
     from rtseg.deploy.quantize import calibration_images, quantize_int8
+    from rtseg.efficiency import time_calls
     from rtseg.inference import load_model
     from rtseg.metrics import ConfusionMatrix
 
@@ -57,14 +57,7 @@ def main() -> int:
             quantize_int8(fp32, int8, calibration_images(args.camvid / "train", args.calibration))
             sessions = {"fp32": ort_session(fp32, threads=args.threads), "int8": ort_session(int8, threads=args.threads)}
             x = np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)
-            times = {k: [] for k in sessions}
-            for s in sessions.values():
-                s.run(None, {"image": x})
-            for _ in range(args.rounds):
-                for k, s in sessions.items():
-                    t0 = time.perf_counter()
-                    s.run(None, {"image": x})
-                    times[k].append((time.perf_counter() - t0) * 1000)
+            times = time_calls({k: (lambda s=s: s.run(None, {"image": x})) for k, s in sessions.items()}, 1, args.rounds)
             segs = {k: OnnxSegmenter(p, threads=args.threads) for k, p in (("fp32", fp32), ("int8", int8))}
             cms = {k: ConfusionMatrix(11, ignore_index=11) for k in segs}
             agree, total = 0, 0

@@ -28,7 +28,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -109,6 +108,7 @@ def measure(args) -> dict:
     from rtseg.data.normalization import get_normalization
     from rtseg.data.transforms import EvalTransform
     from rtseg.data.transformed import TransformedDataset
+    from rtseg.efficiency import time_calls
     from rtseg.inference import load_model
     from rtseg.metrics import ConfusionMatrix
 
@@ -158,14 +158,7 @@ def measure(args) -> dict:
             timings = {}
             if args.rounds:
                 xn = dataset[0][0][None].numpy().astype(np.float32)
-                times = {k: [] for k in runners}
-                for run in runners.values():
-                    run(xn)
-                for _ in range(args.rounds):
-                    for k, run in runners.items():
-                        t0 = time.perf_counter()
-                        run(xn)
-                        times[k].append((time.perf_counter() - t0) * 1000.0)
+                times = time_calls({k: (lambda run=run: run(xn)) for k, run in runners.items()}, 1, args.rounds)
                 timings = {k: statistics.median(v) for k, v in times.items()}
     miou = {k: cm.summary(classes.names)["miou"] for k, cm in cms.items()}
     is_checkpoint = Path(args.model).is_file()

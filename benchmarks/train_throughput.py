@@ -24,7 +24,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from rtseg.efficiency import conditions  # noqa: E402
+from rtseg.efficiency import conditions, time_calls  # noqa: E402
 from rtseg.engine.precision import forward_loss, optimizer_step, prepare_model, resolve_precision  # noqa: E402
 from rtseg.registry import create_model  # noqa: E402
 
@@ -41,13 +41,15 @@ def throughput(model_name: str, size, batch: int, precisions: list[str], rounds:
         runs[name] = (mode, model, torch.optim.Adam(model.parameters(), lr=1e-4), [])
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     criterion = nn.CrossEntropyLoss()
-    for r in range(rounds + 1):  # round 0 warms up every mode (oneDNN builds its kernels on first use)
-        for name, (mode, model, opt, times) in runs.items():
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                optimizer_step(forward_loss(model, criterion, mode, images, labels), opt, scaler)
-            if r > 0:
-                times.append((time.perf_counter() - t0) / steps)
+
+    def train_steps(mode, model, opt) -> None:
+        for _ in range(steps):
+            optimizer_step(forward_loss(model, criterion, mode, images, labels), opt, scaler)
+
+    # one warm-up round for every mode first (oneDNN builds its kernels on first use)
+    ms = time_calls({name: (lambda r=r: train_steps(*r[:3])) for name, r in runs.items()}, 1, rounds)
+    for name, (_, _, _, times) in runs.items():
+        times.extend(t / 1000.0 / steps for t in ms[name])
     out = {}
     ref = statistics.median(runs[precisions[0]][3])
     for name, (mode, _, _, times) in runs.items():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rtseg.checkpoint import WeightsMismatchError
+from rtseg.io import WeightsMismatchError
 from rtseg.efficiency import count_flops, count_parameters
 from rtseg.models.backbones import create_backbone, list_backbones, read_darknet_weights
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import rtseg
-from rtseg.checkpoint import CheckpointError, atomic_save, load_checkpoint, load_file, model_from_checkpoint, save_checkpoint
+from rtseg.io import CheckpointError, atomic_save, load_checkpoint, load_file, save_checkpoint
+from rtseg.registry import model_from_checkpoint
 
 
 class _Unpicklable:

@@ -21,7 +21,7 @@ def _model(name, classes=19):
 
 
 def test_amp_training_steps_with_gradscaler(tmp_path):
-    from rtseg.checkpoint import load_checkpoint
+    from rtseg.io import load_checkpoint
     from rtseg.config import load_config
     from rtseg.engine.trainer import train
 

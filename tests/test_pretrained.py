@@ -12,8 +12,8 @@ import rtseg
 from conftest import shared_path
 from rtseg import pretrained
 from rtseg.card import CardError, Metrics, ModelCard, TrainingRecord
-from rtseg.checkpoint import (CHECKPOINT_FORMAT, WeightsMismatchError, atomic_save, checkpoint_card, is_safetensors, load_checkpoint, read_card, read_weights,
-                              save_checkpoint, save_weights)
+from rtseg.io import CHECKPOINT_FORMAT, WeightsMismatchError, atomic_save, is_safetensors, load_checkpoint, read_card, read_weights, save_checkpoint, save_weights
+from rtseg.registry import checkpoint_card
 from rtseg.cli import main
 from rtseg.data.labels import CAMVID, ClassInfo
 from rtseg.evaluation import ClassMismatchError, class_mapping

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import rtseg
-from rtseg.checkpoint import WeightsMismatchError
+from rtseg.io import WeightsMismatchError
 from rtseg.registry import UnknownModelError, UnknownOptionError, get_entry
 
 
@@ -56,7 +56,7 @@ def test_weights_for_another_architecture_list_missing_and_unexpected(tmp_path):
     msg = str(err.value)
     assert "missing from the file" in msg and "unexpected in the file" in msg
     model = rtseg.create_model("espnet", weights=None)
-    report = rtseg.checkpoint.load_weights(model, str(path), strict=False)
+    report = rtseg.io.load_weights(model, str(path), strict=False)
     assert report["missing"] and report["unexpected"]
 
 

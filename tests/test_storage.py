@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rtseg import checkpoint
+from rtseg.io import files as checkpoint
 from rtseg.errors import UserError
 from rtseg.storage import OutputError, WriteError, atomic_write_text, check_writable, reraise_write_error
 

@@ -3,7 +3,8 @@ import json
 import pytest
 import torch
 
-from rtseg.checkpoint import checkpoint_card, load_checkpoint
+from rtseg.io import load_checkpoint
+from rtseg.registry import checkpoint_card
 from rtseg.config import ConfigError, apply_overrides, list_recipes, load_config
 from rtseg.engine.trainer import Trainer, TrainingError, train
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import time
 
 import torch
 import torch.nn as nn
 
 import rtseg
-from rtseg.efficiency import count_flops, count_parameters
+from rtseg.efficiency import count_flops, count_parameters, time_calls
 from rtseg.models.farseenet import SubPixelConv
 
 PAPER_RATIO = 14.6 / 13.5
@@ -54,22 +53,9 @@ def main() -> None:
     print(f"input 1x3x{size[0]}x{size[1]}, {args.threads} thread(s), torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{args.rounds} interleaved rounds after {args.warmup} warm-up runs each")
     x = torch.randn(1, 3, *size)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    ratios: dict[str, list[float]] = {n: [] for n in names}
     with torch.inference_mode():
-        for name in names:
-            for _ in range(args.warmup):
-                models[name](x)
-        for r in range(args.rounds):
-            order = names[r % len(names):] + names[: r % len(names)]
-            this_round = {}
-            for name in order:
-                t0 = time.perf_counter()
-                models[name](x)
-                this_round[name] = (time.perf_counter() - t0) * 1000.0
-            for name in names:
-                times[name].append(this_round[name])
-                ratios[name].append(this_round[name] / this_round[names[0]])
+        times = time_calls({name: (lambda m=models[name]: m(x)) for name in names}, args.warmup, args.rounds, rotate=True)
+    ratios = {name: [t / base for t, base in zip(times[name], times[names[0]])] for name in names}  # within each round
     base_macs = count_flops(models[names[0]], size)["macs"]
     print(f"| variant | params | GMACs | MACs / method 3 | median ms | median of per-round ratios to method 3 | paper |")
     print("|---|---:|---:|---:|---:|---:|---:|")

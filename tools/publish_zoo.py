@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from rtseg.card import Metrics
-    from rtseg.checkpoint import export_weights, read_weights, save_weights
+    from rtseg.io import read_weights, save_weights
+    from rtseg.registry import export_weights
     from rtseg.hub import sha256_of
 
     best = args.run / "best.pt"

@@ -15,8 +15,8 @@ _LAZY = {
     "ModelCard": "rtseg.card",
     "list_pretrained": "rtseg.pretrained",
     "get_pretrained": "rtseg.pretrained",
-    "read_card": "rtseg.checkpoint",
-    "export_weights": "rtseg.checkpoint",
+    "read_card": "rtseg.registry",
+    "export_weights": "rtseg.registry",
 }
 
 

@@ -500,8 +500,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_export_weights(args: argparse.Namespace) -> int:
-    from rtseg.checkpoint import export_weights, read_card
     from rtseg.hub import sha256_of
+    from rtseg.io import read_card
+    from rtseg.registry import export_weights
 
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".safetensors")
     export_weights(args.checkpoint, out, half=args.half, license=args.license, source=args.source)
@@ -665,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from rtseg.checkpoint import CheckpointError, WeightsMismatchError
+    from rtseg.io import CheckpointError, WeightsMismatchError
     from rtseg.deploy.onnx_export import ExportError
     from rtseg.config import ConfigError
     from rtseg.data.datasets import DatasetError

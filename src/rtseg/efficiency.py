@@ -4,13 +4,14 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_parameters", "count_flops", "measure_latency", "measure_training_throughput", "COUNTED_OPERATIONS"]
+__all__ = ["count_parameters", "count_flops", "time_calls", "latency_record", "device_sync", "measure_latency", "measure_training_throughput",
+           "COUNTED_OPERATIONS"]
 
 # What torch.utils.flop_counter counts: the matrix-multiply and convolution family (forward).
 # Element-wise work (BN at inference, activations, additions, pooling, interpolation, softmax) is
@@ -36,9 +37,51 @@ def count_flops(model: nn.Module, size: tuple[int, int] = (512, 1024), batch: in
     return {"flops": flops, "macs": flops // 2}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def device_sync(device: torch.device | str) -> Callable[[], None] | None:
+    """What makes a timing wait for ``device``: ``torch.cuda.synchronize`` on a GPU, nothing on the CPU."""
+    device = torch.device(device)
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+
+
+def time_calls(calls: Mapping[str, Callable[[], Any]], warmup: int = 1, iters: int = 20,
+               sync: Callable[[], None] | None = None, rotate: bool = False) -> dict[str, list[float]]:
+    """Milliseconds of each of ``iters`` calls of every function in ``calls``: rtseg's one timing loop.
+
+    ``warmup`` untimed rounds come first; the timed calls run in interleaved rounds (each function once per
+    round), so that load from other processes hits every candidate alike; ``rotate`` starts each round one
+    function later, so that none always runs right after the same other. The lists keep round order. ``sync``
+    (see :func:`device_sync`) runs after every call, inside the timing: asynchronous work is counted where it is done.
+    """
+    def call(fn: Callable[[], Any]) -> None:
+        fn()
+        if sync is not None:
+            sync()
+
+    for _ in range(warmup):
+        for fn in calls.values():
+            call(fn)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for r in range(max(1, iters)):
+        shift = r % len(names) if rotate else 0
+        for name in names[shift:] + names[:shift]:
+            t0 = time.perf_counter()
+            call(calls[name])
+            times[name].append((time.perf_counter() - t0) * 1000.0)
+    return times
+
+
+def latency_record(times_ms: list[float], batch: int = 1) -> dict[str, float]:
+    """Mean / median / p90 / min milliseconds of per-call times and the images per second (batch counted)."""
+    ordered = sorted(times_ms)
+    mean = statistics.fmean(ordered)
+    return {
+        "latency_ms_mean": mean,
+        "latency_ms_median": statistics.median(ordered),
+        "latency_ms_p90": ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))],
+        "latency_ms_min": ordered[0],
+        "fps": 1000.0 * batch / mean,
+    }
 
 
 def measure_latency(
@@ -62,27 +105,9 @@ def measure_latency(
     if dtype != torch.float32:  # fp32 measures the model as it is (a bf16-optimized model keeps its bf16 weights)
         model = model.to(dtype=dtype)
     x = torch.randn(batch, 3, *size, device=device, dtype=dtype)
-    times: list[float] = []
     with torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
-        _sync(device)
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            model(x)
-            _sync(device)
-            times.append((time.perf_counter() - t0) * 1000.0)
-    times_sorted = sorted(times)
-    p90 = times_sorted[min(len(times_sorted) - 1, int(round(0.9 * (len(times_sorted) - 1))))]
-    mean = statistics.fmean(times)
-    return {
-        "latency_ms_mean": mean,
-        "latency_ms_median": statistics.median(times),
-        "latency_ms_p90": p90,
-        "latency_ms_min": times_sorted[0],
-        "fps": 1000.0 * batch / mean,
-        "conditions": conditions(device, size, batch, warmup, iters, dtype),
-    }
+        times = time_calls({"model": lambda: model(x)}, warmup, iters, device_sync(device))["model"]
+    return {**latency_record(times, batch), "conditions": conditions(device, size, batch, warmup, iters, dtype)}
 
 
 def device_name(device: torch.device) -> str:
@@ -146,13 +171,8 @@ def measure_training_throughput(
     criterion = nn.CrossEntropyLoss(ignore_index=255)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=mode.grad_scaling)
-    times: list[float] = []
-    for i in range(warmup + iters):
-        t0 = time.perf_counter()
-        optimizer_step(forward_loss(model, criterion, mode, images, labels), optimizer, scaler)
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
+    step = lambda: optimizer_step(forward_loss(model, criterion, mode, images, labels), optimizer, scaler)  # noqa: E731
+    times = [ms / 1000.0 for ms in time_calls({"step": step}, warmup, iters, device_sync(device))["step"]]
     step_s = statistics.median(times)
     record = conditions(device, size, batch, warmup, iters, torch.float32)
     record.update(dtype=mode.name, precision=mode.describe(), mode="train: forward + fp32 loss + backward + Adam step")

@@ -49,10 +49,11 @@ def load_model(spec: str | Path, weights: str | Path | None = None, num_classes:
 
 def _card_of_file(path: Path):
     """The card a weights file is registered with or carries; a file with neither cannot name its model."""
-    from rtseg.checkpoint import CheckpointError
+    from rtseg.io import CheckpointError
     from rtseg.pretrained import identify_weights
+    from rtseg.registry import checkpoint_card
 
-    card = identify_weights(path)
+    card = identify_weights(path, legacy_card=checkpoint_card)
     if card is None:
         raise CheckpointError(f"{str(path)!r} is a bare state dict with no model card: name the model, e.g. rtseg eval espnet --weights {path}")
     return card

@@ -1,220 +1,33 @@
-"""Model registry: every network variant is a named entry with its paper, defaults and options.
+"""Model registry: look up the named variants every model file declares (see :mod:`rtseg.variants`) and build
+them, with their model card: :func:`create_model`, and the model factory for weights files and checkpoints
+(:func:`model_from_checkpoint`, :func:`checkpoint_card`, :func:`export_weights`).
 
-Each model file declares its variants in one table (as timm's ``default_cfgs``): name -> :class:`Variant`
-(builder, default options, parameter count and its source, normalisation preset), registered with
-:func:`register_variants`. Options with a fixed set of values are typed ``Literal[...]`` in the builder's
-signature; :func:`create_model` checks them before building, and :func:`option_specs` lists them.
+The layers: :mod:`rtseg.variants` (the table) <- the model files <- this module; file I/O lives in
+:mod:`rtseg.io`, which builds nothing.
 """
 from __future__ import annotations
 
 import difflib
-import inspect
 import os
-import types
-import typing
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch.nn as nn
 
-__all__ = [
-    "ModelEntry",
-    "Variant",
-    "OptionSpec",
-    "register_model",
-    "register_variants",
-    "option_specs",
-    "get_entry",
-    "list_models",
-    "create_model",
-    "UnknownModelError",
-    "UnknownOptionError",
-    "InvalidOptionError",
-]
+from rtseg import variants as _variants
+from rtseg.variants import (  # noqa: F401  (re-exported)
+    _REGISTRY, InvalidOptionError, ModelEntry, OptionSpec, UnknownModelError, UnknownOptionError, Variant, check_options, register_model,
+    register_variants,
+)
 
+if TYPE_CHECKING:
+    from rtseg.card import ModelCard
 
-class UnknownModelError(KeyError):
-    """Raised for a model name that is not registered."""
+# rtseg.io and rtseg.card are imported where used: they load the data package, and `import rtseg` stays light.
 
-    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
-        return str(self.args[0])
-
-
-class UnknownOptionError(TypeError):
-    """Raised for an option a model does not support."""
-
-
-class InvalidOptionError(ValueError):
-    """Raised for an option value outside the choices its ``Literal[...]`` annotation allows."""
-
-
-@dataclass(frozen=True)
-class OptionSpec:
-    """One keyword option of a registered model: its default, the values it allows (``choices``: ``None`` when
-    not a fixed set) and its annotation as written in the builder's signature."""
-
-    name: str
-    default: Any
-    choices: tuple[Any, ...] | None
-    annotation: str
-
-    def describe(self) -> str:
-        """``name=default`` followed by the allowed values, e.g. ``decoder='deconv' (one of 'deconv', 'ppm')``."""
-        text = f"{self.name}={self.default!r}"
-        return text + (f" (one of {', '.join(map(repr, self.choices))})" if self.choices else f" ({self.annotation})" if self.annotation else "")
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """Everything rtseg knows about one named model variant."""
-
-    name: str
-    builder: Callable[..., nn.Module]
-    paper: str
-    description: str = ""
-    defaults: dict[str, Any] = field(default_factory=dict)
-    # Parameter count at 19 classes with the defaults; the model tests assert it.
-    expected_params: int | None = None
-    # Where expected_params comes from (a paper table, an official release, ...).
-    params_source: str = ""
-    normalization: str = "imagenet"
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """Supported keyword options and their effective defaults (num_classes excluded)."""
-        sig = inspect.signature(self.builder)
-        opts: dict[str, Any] = {}
-        for pname, param in sig.parameters.items():
-            if pname == "num_classes" or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
-                continue
-            opts[pname] = self.defaults.get(pname, param.default)
-        return opts
-
-    @property
-    def option_specs(self) -> list[OptionSpec]:
-        """The options with their defaults and allowed values, in signature order."""
-        hints = _type_hints(self.builder)
-        raw = {k: p.annotation for k, p in inspect.signature(self.builder).parameters.items()}
-        return [OptionSpec(k, v, _choices(hints.get(k)), raw[k] if isinstance(raw[k], str) else _type_name(raw[k]))
-                for k, v in self.options.items()]
-
-
-def _type_hints(builder: Callable) -> dict[str, Any]:
-    # A class's options are its constructor's; string annotations (PEP 563) resolve in the defining module.
-    return typing.get_type_hints(builder.__init__ if isinstance(builder, type) else builder)
-
-
-def _type_name(annotation: Any) -> str:
-    return "" if annotation is inspect.Parameter.empty else getattr(annotation, "__name__", str(annotation))
-
-
-def _union_args(annotation: Any) -> tuple[Any, ...]:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return typing.get_args(annotation)
-    return (annotation,)
-
-
-def _choices(annotation: Any) -> tuple[Any, ...] | None:
-    """The values of the ``Literal`` members of ``annotation`` (with ``None`` when optional); ``None`` if it has none."""
-    literals: list[Any] = []
-    for member in _union_args(annotation):
-        if typing.get_origin(member) is Literal:
-            literals.extend(typing.get_args(member))
-    if not literals:
-        return None
-    return tuple(literals) + ((None,) if type(None) in _union_args(annotation) else ())
-
-
-def _allows(annotation: Any, value: Any) -> bool:
-    """Whether ``value`` fits a ``Literal`` annotation or a union of literals, ``None`` and plain classes."""
-    for member in _union_args(annotation):
-        if typing.get_origin(member) is Literal:
-            if any(value == c and type(value) is type(c) for c in typing.get_args(member)):
-                return True
-        elif member is type(None):
-            if value is None:
-                return True
-        elif isinstance(member, type) and isinstance(value, member) and not (member is int and isinstance(value, bool)):
-            return True
-    return False
-
-
-def check_options(name: str, builder: Callable, options: Mapping[str, Any]) -> None:
-    """Raise :class:`InvalidOptionError` for an option whose value its ``Literal[...]`` annotation does not allow."""
-    hints = _type_hints(builder)
-    for key, value in options.items():
-        annotation = hints.get(key)
-        if _choices(annotation) is None or _allows(annotation, value):
-            continue
-        others = [_type_name(m) for m in _union_args(annotation) if typing.get_origin(m) is not Literal and m is not type(None)]
-        allowed = ", ".join([repr(c) for c in _choices(annotation)] + [f"any {t}" for t in others])
-        raise InvalidOptionError(f"model {name!r}: {key} must be one of {allowed}; got {value!r}")
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One row of a model file's variant table: the builder (usually the model class), the options it is built
-    with, the parameter count at 19 classes (the model tests assert it) and where that figure comes from."""
-
-    builder: Callable[..., nn.Module]
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-    expected_params: int | None = None
-    params_source: str = ""
-    description: str = ""
-    normalization: str = "imagenet"
-
-
-_REGISTRY: dict[str, ModelEntry] = {}
-
-
-def register_model(
-    name: str,
-    *,
-    paper: str,
-    description: str = "",
-    defaults: dict[str, Any] | None = None,
-    expected_params: int | None = None,
-    params_source: str = "",
-    normalization: str = "imagenet",
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a builder ``fn(num_classes, **options) -> nn.Module`` under ``name``.
-
-    A model class is itself a builder: its ``__init__`` parameters are the entry's options, so a network
-    whose options are exactly its constructor's is registered as the class, with no forwarding function.
-
-    The same builder may be registered several times with different ``defaults``
-    (one entry per paper variant).
-    """
-
-    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"model name {name!r} is registered twice")
-        sig = inspect.signature(fn)
-        if "num_classes" not in sig.parameters:
-            raise TypeError(f"builder for {name!r} must take a num_classes argument")
-        for key in defaults or {}:
-            if key not in sig.parameters:
-                raise TypeError(f"default {key!r} of {name!r} is not an argument of {fn.__name__}")
-        _REGISTRY[name] = ModelEntry(
-            name=name,
-            builder=fn,
-            paper=paper,
-            description=description or (inspect.getdoc(fn) or "").split("\n")[0],
-            defaults=dict(defaults or {}),
-            expected_params=expected_params,
-            params_source=params_source,
-            normalization=normalization,
-        )
-        return fn
-
-    return decorator
-
-
-def register_variants(paper: str, table: Mapping[str, Variant]) -> None:
-    """Register every row of a model file's variant table under its name."""
-    for name, v in table.items():
-        register_model(name, paper=paper, description=v.description, defaults=dict(v.defaults), expected_params=v.expected_params,
-                       params_source=v.params_source, normalization=v.normalization)(v.builder)
+# The variant table's names are re-exported: the registry is where users find them.
+__all__ = ["option_specs", "get_entry", "list_models", "create_model", "checkpoint_card", "read_card", "model_from_checkpoint",
+           "export_weights", *_variants.__all__]
 
 
 def option_specs(name: str) -> list[OptionSpec]:
@@ -223,7 +36,7 @@ def option_specs(name: str) -> list[OptionSpec]:
 
 
 def _ensure_models_imported() -> None:
-    # Importing the package registers every family; done lazily to avoid import cycles.
+    # Importing the package registers every family; done on first use to keep `import rtseg` fast.
     import rtseg.models  # noqa: F401
 
 
@@ -257,7 +70,7 @@ def create_model(name: str, num_classes: int | None = None, *, weights: str | os
 
     ``options`` override the entry's defaults. ``weights``: a registered tag of ``name`` (``rtseg models
     --pretrained``), a URL, a local file (safetensors, rtseg checkpoint or plain state dict) or a state dict,
-    loaded with strict key and shape checking (see :func:`rtseg.checkpoint.load_weights`). Weights with a card
+    loaded with strict key and shape checking (see :func:`rtseg.io.load_weights`). Weights with a card
     (a registered tag, a file whose SHA-256 is registered, a file rtseg wrote) set the class count, the build
     options and the card; a ``num_classes`` that contradicts them is an error. Without weights, ``num_classes``
     defaults to 19 and the card names no classes.
@@ -267,11 +80,11 @@ def create_model(name: str, num_classes: int | None = None, *, weights: str | os
     if weights is not None and not isinstance(weights, Mapping):
         from rtseg.pretrained import resolve_weights
 
-        state, card, source = resolve_weights(name, weights)
+        state, card, source = resolve_weights(name, weights, legacy_card=checkpoint_card)
     elif weights is not None:
         state = weights
     if card is not None:
-        from rtseg.checkpoint import WeightsMismatchError
+        from rtseg.io import WeightsMismatchError
 
         if card.model != name:
             raise WeightsMismatchError(f"weights {source} are for model {card.model!r}, not {name!r}: use rtseg.create_model({card.model!r}, weights=...)")
@@ -304,7 +117,74 @@ def create_model(name: str, num_classes: int | None = None, *, weights: str | os
         card = card.replace(options=build_options)
     model.rtseg_card = card
     if state is not None:
-        from rtseg.checkpoint import load_weights
+        from rtseg.io import load_weights
 
         load_weights(model, state, strict=strict)
     return model
+
+
+# -- the model factory for checkpoints and weights files ------------------------------------------
+def checkpoint_card(ckpt: Mapping[str, Any]) -> ModelCard:
+    """The model card of a loaded checkpoint; for one written before cards existed, derived from what it stored."""
+    from rtseg.io import stored_card
+
+    card = stored_card(ckpt)
+    return card if card is not None else _card_from_legacy_checkpoint(ckpt)
+
+
+def _card_from_legacy_checkpoint(ckpt: Mapping[str, Any]) -> ModelCard:
+    # Checkpoints written before model cards hold a build spec, a normalisation preset name and the training
+    # config. This is the one place their card is derived: the classes from the dataset the config names.
+    from rtseg.card import ModelCard, TrainingRecord
+    from rtseg.data.datasets import DatasetError, dataset_classes
+    from rtseg.data.normalization import get_normalization
+
+    spec = ckpt["model"]
+    config = dict(ckpt.get("config") or {})
+    data = config.get("data") or {}
+    try:
+        classes = dataset_classes(data) if data else None
+    except DatasetError:  # a folder dataset that is no longer there: its names are lost
+        classes = None
+    if classes is not None and classes.num_classes > spec["num_classes"]:
+        classes = None
+    built = create_model(spec["name"], num_classes=spec["num_classes"], **spec.get("options", {}))
+    training = None
+    if config:
+        epoch = ckpt.get("epoch")
+        training = TrainingRecord(dataset=str(data.get("dataset", "synthetic")), recipe=config.get("recipe"), config=config,
+                                  epochs=None if epoch is None else int(epoch) + 1, iterations=ckpt.get("iteration"))
+    return ModelCard(
+        model=spec["name"], num_outputs=int(spec["num_classes"]), options=dict(spec.get("options", {})),
+        normalization=get_normalization(ckpt.get("normalization") or built.rtseg_card.normalization),
+        size_divisor=built.rtseg_card.size_divisor, classes=classes, training=training,
+        notes="derived from a checkpoint written before model cards: classes from the dataset its training config names",
+    )
+
+
+def read_card(path: str | os.PathLike) -> ModelCard | None:
+    """The model card stored in a weights file (safetensors metadata or an rtseg checkpoint, derived for one
+    written before cards), or None."""
+    from rtseg.io import read_card as read_stored_card
+
+    return read_stored_card(path, legacy_card=_card_from_legacy_checkpoint)
+
+
+def model_from_checkpoint(path: str | os.PathLike) -> nn.Module:
+    """Rebuild the model stored in an rtseg checkpoint, with its weights and its card."""
+    from rtseg.io import load_checkpoint
+
+    card = checkpoint_card(load_checkpoint(path))  # refuses files that are not rtseg checkpoints
+    return create_model(card.model, weights=str(path))
+
+
+def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike, half: bool = False, *,
+                   license: str | None = None, source: str | None = None) -> Path:
+    """A publishable weights file from a training checkpoint: safetensors with the checkpoint's card in its
+    metadata (optionally float16 storage, and a licence and source written into the card)."""
+    from rtseg.io import extract_state_dict, load_checkpoint, save_weights
+
+    ckpt = load_checkpoint(checkpoint)
+    card = checkpoint_card(ckpt)
+    changes = {k: v for k, v in (("license", license), ("source", source)) if v is not None}
+    return save_weights(out, extract_state_dict(ckpt, repr(str(checkpoint))), card.replace(**changes) if changes else card, half=half)

@@ -191,7 +191,7 @@ def check_logits(reference: torch.Tensor, candidate: torch.Tensor, tolerance: fl
     Relative, because trained weights on a random input give logits in the hundreds, where a runtime's other
     summation order alone differs by more than 1e-4 (the official ESPNet CamVid weights: 2.2e-3 at 360x480).
     """
-    from rtseg.deploy.optimize import compare_outputs
+    from rtseg.deploy.precision import compare_outputs
 
     result = compare_outputs(reference, candidate)
     scale = max(1.0, float(reference.abs().max()))

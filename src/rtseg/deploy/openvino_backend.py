@@ -14,9 +14,7 @@ and the arg-max agrees with fp32 on a check input (:mod:`rtseg.deploy.precision`
 from __future__ import annotations
 
 import json
-import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -234,7 +232,7 @@ def compile_ir(model_or_path, precision: str = "fp32", threads: int | None = Non
 def measure_openvino_latency(model: nn.Module | str | Path, size: tuple[int, int], batch: int = 1, warmup: int = 5, iters: int = 20,
                              threads: int | None = None, precision: str = "fp32", device: str | None = "cpu") -> dict[str, Any]:
     """Latency of one inference on a random batch (an IR converted from ``model``, or an existing ``.xml``)."""
-    from rtseg.efficiency import conditions
+    from rtseg.efficiency import conditions, latency_record, time_calls
 
     with tempfile.TemporaryDirectory() as tmp:
         if isinstance(model, nn.Module):
@@ -245,16 +243,8 @@ def measure_openvino_latency(model: nn.Module | str | Path, size: tuple[int, int
         compiled, choice = compile_ir(path, precision, threads, device)
         x = np.random.default_rng(0).standard_normal((batch, 3, *size)).astype(np.float32)
         request = compiled.create_infer_request()
-        for _ in range(warmup):
-            request.infer([x])
-        times = []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            request.infer([x])
-            times.append((time.perf_counter() - t0) * 1000.0)
+        times = time_calls({"infer": lambda: request.infer([x])}, warmup, iters)["infer"]
         actual_threads = compiled.get_property("INFERENCE_NUM_THREADS")
-    times.sort()
-    mean = statistics.fmean(times)
     cond = conditions(torch.device("cpu"), size, batch, warmup, iters, torch.float32)
     cond["dtype"] = choice.precision
     cond["threads"] = actual_threads
@@ -263,11 +253,7 @@ def measure_openvino_latency(model: nn.Module | str | Path, size: tuple[int, int
     return {
         "backend": f"openvino {_ov_version()} ({_device(device)}, {choice.precision})",
         "precision": choice.summary(),
-        "latency_ms_mean": mean,
-        "latency_ms_median": statistics.median(times),
-        "latency_ms_p90": times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))],
-        "latency_ms_min": times[0],
-        "fps": 1000.0 * batch / mean,
+        **latency_record(times, batch),
         "conditions": cond,
     }
 
@@ -293,29 +279,15 @@ def quantize_nncf(fp32_xml: str | Path, int8_xml: str | Path, calibration: str |
     """INT8 post-training quantization of an IR with NNCF, calibrated on real images; the rtseg metadata is kept."""
     ov = _ov()
     nncf = _require("nncf", extra="openvino")
-    import torch.nn.functional as F
-
-    from rtseg.data.datasets import read_image
-    from rtseg.deploy.quantize import calibration_images
+    from rtseg.deploy.calibration import calibration_set
 
     meta = read_ir_metadata(fp32_xml)
-    if "card" not in meta:
-        raise ExportError(f"{fp32_xml}: no rtseg model card in its metadata; export it with `rtseg export --format openvino`")
-    norm = meta["card"].normalization
-    if size is None:
-        if meta.get("input_size", "dynamic") == "dynamic":
-            raise ExportError("a dynamic-shape IR needs a calibration size (size=(H, W))")
-        size = tuple(int(v) for v in str(meta["input_size"]).split("x"))
-    files = calibration if isinstance(calibration, list) else calibration_images(calibration, count)
-
-    def transform(f: Path) -> np.ndarray:
-        x = F.interpolate(norm(read_image(f))[None], size=tuple(size), mode="bilinear", align_corners=False)
-        return x.numpy().astype(np.float32)
-
+    calib = calibration_set(meta, fp32_xml, calibration, count, size, kind="IR", export_command="rtseg export --format openvino")
+    files = calib.files
     ov_model = ov.Core().read_model(str(fp32_xml))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantized = nncf.quantize(ov_model, nncf.Dataset(files, transform), subset_size=len(files))
+        quantized = nncf.quantize(ov_model, nncf.Dataset(files, calib.input), subset_size=len(files))
     raw = {k: v.to_json() if k == "card" else v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
     raw["quantization"] = f"int8 NNCF post-training quantization (nncf {nncf.__version__}), {len(files)} calibration images"
     _write_rt_info(quantized, raw)

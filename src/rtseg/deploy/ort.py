@@ -1,9 +1,7 @@
 """ONNX Runtime as an inference backend: latency measurement and an image -> label map predictor."""
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ def ort_providers(device: str = "cpu") -> list[str]:
 def measure_ort_latency(model: nn.Module | str | Path, size: tuple[int, int], batch: int = 1, warmup: int = 5, iters: int = 20,
                         threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
     """Latency of one ``session.run`` on a random batch (static-shape export of ``model``, or an existing .onnx file)."""
-    from rtseg.efficiency import conditions
+    from rtseg.efficiency import conditions, latency_record, time_calls
 
     with tempfile.TemporaryDirectory() as tmp:
         if isinstance(model, nn.Module):
@@ -41,15 +39,7 @@ def measure_ort_latency(model: nn.Module | str | Path, size: tuple[int, int], ba
         session = ort_session(path, threads=threads, providers=ort_providers(device))
         name = session.get_inputs()[0].name
         x = np.random.default_rng(0).standard_normal((batch, 3, *size)).astype(np.float32)
-        for _ in range(warmup):
-            session.run(None, {name: x})
-        times = []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            session.run(None, {name: x})
-            times.append((time.perf_counter() - t0) * 1000.0)
-    times.sort()
-    mean = statistics.fmean(times)
+        times = time_calls({"run": lambda: session.run(None, {name: x})}, warmup, iters)["run"]
     cond = conditions(torch.device("cpu" if device in (None, "auto") else device), size, batch, warmup, iters, torch.float32)
     cond["threads"] = threads or "onnxruntime default"
     cond["mode"] = "onnxruntime session.run, graph optimisation level ALL"
@@ -58,11 +48,7 @@ def measure_ort_latency(model: nn.Module | str | Path, size: tuple[int, int], ba
     cond["onnxruntime_version"] = ort.__version__
     return {
         "backend": f"onnxruntime {ort.__version__} ({session.get_providers()[0]})",
-        "latency_ms_mean": mean,
-        "latency_ms_median": statistics.median(times),
-        "latency_ms_p90": times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))],
-        "latency_ms_min": times[0],
-        "fps": 1000.0 * batch / mean,
+        **latency_record(times, batch),
         "conditions": cond,
     }
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PRECISIONS", "DEFAULT_MIN_AGREEMENT", "native_bf16", "check_precision", "PrecisionChoice"]
+__all__ = ["PRECISIONS", "DEFAULT_MIN_AGREEMENT", "native_bf16", "check_precision", "compare_outputs", "PrecisionChoice"]
 
 PRECISIONS = ("fp32", "bf16", "auto")
 
@@ -69,6 +69,15 @@ class PrecisionChoice:
         return text + ")"
 
 
+def compare_outputs(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, float]:
+    """Max absolute logit difference and the fraction of pixels whose argmax agrees."""
+    reference, candidate = reference.float(), candidate.float()
+    return {
+        "max_abs_diff": float((reference - candidate).abs().max()),
+        "argmax_agreement": float((reference.argmax(1) == candidate.argmax(1)).float().mean()),
+    }
+
+
 def check_precision(requested: str, fp32_logits=None, bf16_logits=None, min_agreement: float = DEFAULT_MIN_AGREEMENT) -> PrecisionChoice:
     """Decide between fp32 and bf16 for ``requested`` in :data:`PRECISIONS`.
 
@@ -83,8 +92,6 @@ def check_precision(requested: str, fp32_logits=None, bf16_logits=None, min_agre
     native, why = native_bf16()
     agreement = diff = None
     if fp32_logits is not None and bf16_logits is not None:
-        from rtseg.deploy.optimize import compare_outputs
-
         cmp = compare_outputs(torch.as_tensor(fp32_logits), torch.as_tensor(bf16_logits))
         agreement, diff = cmp["argmax_agreement"], cmp["max_abs_diff"]
     if requested == "bf16":

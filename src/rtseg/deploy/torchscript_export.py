@@ -45,7 +45,7 @@ def export_torchscript(model: nn.Module, path: str | Path, size: tuple[int, int]
             agreement = float((ref.argmax(1) == got).float().mean())
             record["verification"] = {"argmax_agreement": agreement}
         else:
-            from rtseg.deploy.optimize import compare_outputs
+            from rtseg.deploy.precision import compare_outputs
 
             record["verification"] = compare_outputs(ref, got)
             if record["verification"]["max_abs_diff"] > tolerance:

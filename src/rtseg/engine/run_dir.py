@@ -9,7 +9,7 @@
 - An exclusive lock (``fcntl.flock`` on ``PATH/.lock``, holding the writer's PID) is held until
   :meth:`RunDir.release` or the process ends (the kernel drops it even on a kill). A second run into the same
   folder fails at once, naming the folder and the PID that holds it. Without ``fcntl`` (Windows) no lock is taken.
-- Temporary files left by an interrupted atomic write (``.NAME.*.tmp`` of :mod:`rtseg.checkpoint`,
+- Temporary files left by an interrupted atomic write (``.NAME.*.tmp`` of :mod:`rtseg.io.files`,
   ``.metrics.csv.tmp`` of the trainer) are removed; the lock guarantees that no other writer owns them.
 - ``resume`` on a finished run (its ``summary.json`` readable) returns ``state="finished"`` with that summary:
   the caller returns it as the result instead of training zero epochs and rewriting the records.

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from rtseg.checkpoint import extract_state_dict, load_weights, read_weights
+from rtseg.io import extract_state_dict, load_weights, read_weights
 from rtseg.config import stage_config
 
 __all__ = ["stage_name", "load_stage_weights", "run_stages"]

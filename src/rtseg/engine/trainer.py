@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from rtseg.card import Metrics, ModelCard, TrainingRecord, card_of, hardware_description
-from rtseg.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
+from rtseg.io import load_checkpoint, load_weights, save_checkpoint, save_weights
 from rtseg.config import ConfigError, dump_config
 from rtseg.data.datasets import build_dataset, dataset_classes
 from rtseg.data.labels import CITYSCAPES_CATEGORIES

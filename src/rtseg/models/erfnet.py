@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from rtseg.models.base import SegmentationModel
 from rtseg.models.blocks import LayerStackEncoder, resize, transposed_upsampling
-from rtseg.registry import Variant, register_variants
+from rtseg.variants import Variant, register_variants
 
 __all__ = ["DownsamplerBlock", "NonBottleneck1D", "UpsamplerBlock", "ERFNetEncoder", "ERFNetDecoder", "ERFNet"]
 

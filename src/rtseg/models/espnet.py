@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from rtseg.models.base import SegmentationModel
 from rtseg.models.blocks import resize, transposed_upsampling
-from rtseg.registry import Variant, register_variants
+from rtseg.variants import Variant, register_variants
 
 __all__ = ["CBR", "BR", "ESPDownsampler", "ESPBlock", "InputProjection", "ESPNetEncoder", "ESPNet", "ESPNetC"]
 

@@ -25,7 +25,7 @@ from rtseg.models.base import SegmentationModel
 from rtseg.models.blocks import ChannelShuffle, LayerStackEncoder, resize, transposed_upsampling
 from rtseg.models.export_ops import adaptive_avg_pool2d
 from rtseg.models.erfnet import DownsamplerBlock, NonBottleneck1D, UpsamplerBlock
-from rtseg.registry import Variant, register_variants
+from rtseg.variants import Variant, register_variants
 
 __all__ = [
     "ConvModule",

@@ -23,7 +23,7 @@ from rtseg.models.backbones import create_backbone, default_feature_stages
 from rtseg.models.base import SegmentationModel
 from rtseg.models.blocks import resize
 from rtseg.models.deeplab import ASPP, ConvBNReLU, DeepLabV3PlusDecoder, init_head
-from rtseg.registry import Variant, register_variants
+from rtseg.variants import Variant, register_variants
 
 __all__ = ["FactorizedAtrousConv", "FASPP", "CFASPP", "SubPixelConv", "FarSeeNet", "METHODS"]
 

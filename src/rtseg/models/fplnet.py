@@ -19,7 +19,7 @@ import torch.nn as nn
 from rtseg.models.base import SegmentationModel
 from rtseg.models.blocks import ConvBNAct, resize, transposed_upsampling
 from rtseg.models.espnet import ESPBlock, ESPDownsampler, ESPNetC
-from rtseg.registry import Variant, register_variants
+from rtseg.variants import Variant, register_variants
 
 __all__ = [
     "NormAct",

@@ -18,7 +18,7 @@ from rtseg.models.base import SegmentationModel
 from rtseg.models.blocks import resize
 from rtseg.models.counting import table2_operations
 from rtseg.models.deeplab import ASPP, ConvBNReLU, ConvKind, DeepLabV3PlusDecoder, ImagePooling, init_head, make_conv
-from rtseg.registry import Variant, register_variants
+from rtseg.variants import Variant, register_variants
 
 __all__ = ["DASPPBranch", "DASPP", "LiteSegDecoder", "LiteSeg", "LITESEG_BACKBONES", "table2_operations"]
 

@@ -16,7 +16,8 @@ from typing import Any, Mapping
 import torch
 
 from rtseg.card import Metrics, ModelCard, TrainingRecord
-from rtseg.checkpoint import read_weights
+from rtseg.io import CheckpointError, read_card, read_weights
+from rtseg.io.weights import LegacyCard
 from rtseg.data.labels import CAMVID, CITYSCAPES
 from rtseg.data.normalization import PRESETS
 from rtseg.hub import download, is_url, sha256_of
@@ -119,23 +120,24 @@ def find_pretrained(sha256: str) -> PretrainedWeights | None:
     return next((e for e in _TABLE.values() if e.sha256 == sha256.lower()), None)
 
 
-def identify_weights(path: str | os.PathLike) -> ModelCard | None:
-    """The card of a weights file: the registered entry's when its SHA-256 matches one, else the one stored in it."""
-    from rtseg.checkpoint import CheckpointError, read_card
-
+def identify_weights(path: str | os.PathLike, *, legacy_card: LegacyCard | None = None) -> ModelCard | None:
+    """The card of a weights file: the registered entry's when its SHA-256 matches one, else the one stored in it
+    (for a checkpoint written before model cards, the one ``legacy_card`` derives: :func:`rtseg.registry.checkpoint_card`)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file {str(path)!r} does not exist")
     entry = find_pretrained(sha256_of(path))
-    return entry.card if entry is not None else read_card(path)
+    return entry.card if entry is not None else read_card(path, legacy_card=legacy_card)
 
 
-def resolve_weights(model: str, weights: str | os.PathLike, progress: bool = True) -> tuple[dict[str, torch.Tensor], ModelCard | None, str]:
+def resolve_weights(model: str, weights: str | os.PathLike, progress: bool = True, *,
+                    legacy_card: LegacyCard | None = None) -> tuple[dict[str, torch.Tensor], ModelCard | None, str]:
     """``(state dict, card or None, description)`` for a ``weights=`` value: a registered tag of ``model``, a URL
-    (http, https, file) or a local file (any format :func:`rtseg.checkpoint.read_weights` reads).
+    (http, https, file) or a local file (any format :func:`rtseg.io.read_weights` reads).
 
     A file whose SHA-256 matches a registered entry gets that entry's card; otherwise the card stored in the
-    file (safetensors metadata, rtseg checkpoint), or None for a bare state dict.
+    file (safetensors metadata, rtseg checkpoint; ``legacy_card`` derives one written before cards), or None for a
+    bare state dict.
     """
     text = str(weights)
     entry = _TABLE.get((model, text))
@@ -153,7 +155,7 @@ def resolve_weights(model: str, weights: str | os.PathLike, progress: bool = Tru
                 f"({'tags: ' + ', '.join(tags) if tags else 'it has none'}), a URL (http://, https://, file://) or an existing file"
             )
     entry = entry or find_pretrained(sha256_of(path))
-    state, card = read_weights(path)
+    state, card = read_weights(path, legacy_card=legacy_card)
     if entry is not None:
         return state, entry.card, f"{entry.model}/{entry.tag} ({path})"
     return state, card, str(path)

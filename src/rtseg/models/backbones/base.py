@@ -195,10 +195,10 @@ class Backbone(nn.Module):
 
         Keys of the parts this configuration dropped (the classifier, truncated stages) are ignored and
         reported under ``ignored``. Any other missing or unexpected key or shape difference raises
-        :class:`rtseg.checkpoint.WeightsMismatchError` listing them; with ``strict=False`` the matching
+        :class:`rtseg.io.WeightsMismatchError` listing them; with ``strict=False`` the matching
         tensors are loaded and the rest is reported (returned, and emitted as a warning).
         """
-        from rtseg.checkpoint import extract_state_dict, load_file, load_weights
+        from rtseg.io import extract_state_dict, load_file, load_weights
 
         if isinstance(source, Mapping):
             state, label = extract_state_dict(source), "the given state dict"

@@ -80,7 +80,7 @@ class Darknet19(Backbone):
 
 def read_darknet_weights(path: str | os.PathLike) -> tuple[dict[str, int], np.ndarray]:
     """The header fields and the float32 values of a Darknet ``.weights`` file."""
-    from rtseg.checkpoint import CheckpointError
+    from rtseg.io import CheckpointError
 
     data = Path(path).read_bytes()
     if len(data) < 16:
@@ -102,9 +102,9 @@ def load_darknet_weights(model: Darknet19, path: str | os.PathLike, strict: bool
 
     Layers this configuration dropped are skipped and reported under ``ignored``; so is the classifier
     when the model has none. A file that ends early, or holds values nobody consumes, raises
-    :class:`rtseg.checkpoint.WeightsMismatchError` unless ``strict=False``.
+    :class:`rtseg.io.WeightsMismatchError` unless ``strict=False``.
     """
-    from rtseg.checkpoint import WeightsMismatchError
+    from rtseg.io import WeightsMismatchError
 
     _, values = read_darknet_weights(path)
     pos = 0

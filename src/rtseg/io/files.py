@@ -1,0 +1,72 @@
+"""Writing files atomically and reading PyTorch files without executing code (``weights_only=True``)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from rtseg.errors import UserError
+from rtseg.storage import reraise_write_error
+
+__all__ = ["CheckpointError", "WeightsMismatchError", "atomic_save", "atomic_write", "load_file"]
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint or weights file that cannot be read."""
+
+
+class WeightsMismatchError(UserError, RuntimeError):
+    """Weights that do not fit the model's architecture or class count."""
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A crash at any point leaves either the previous file or the new one, never a partial file.
+    """
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """``write(temporary path)`` in the target's folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        reraise_write_error(exc, path)  # a full or read-only disk becomes a user error naming the path
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+    return path
+
+
+def load_file(path: str | os.PathLike) -> Any:
+    """``torch.load(weights_only=True)`` on the CPU, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable PyTorch weights file (truncated, corrupt, or not saved with torch.save): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
