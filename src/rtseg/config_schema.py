@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from rtseg.config import DEFAULTS, ConfigError, merge_config
+from rtseg.config_defaults import DEFAULTS, ConfigError, merge_config
 
 __all__ = ["SCHEMA", "MAX_SIDE", "validate_config", "config_problems", "show"]
 
