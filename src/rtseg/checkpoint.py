@@ -9,6 +9,8 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn as nn
 
+from rtseg.errors import UserError
+
 __all__ = [
     "CheckpointError",
     "checkpoint_card",
@@ -30,11 +32,11 @@ __all__ = [
 CHECKPOINT_FORMAT = "rtseg-checkpoint-v1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint or weights file that cannot be read."""
 
 
-class WeightsMismatchError(RuntimeError):
+class WeightsMismatchError(UserError, RuntimeError):
     """Weights that do not fit the model's architecture or class count."""
 
 

@@ -10,10 +10,12 @@ from typing import Any
 
 import yaml
 
+from rtseg.errors import UserError
+
 __all__ = ["DEFAULTS", "ConfigError", "load_config", "apply_overrides", "list_recipes", "resolve_config_path", "merge_config"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override that does not fit the schema."""
 
 

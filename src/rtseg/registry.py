@@ -17,6 +17,8 @@ from typing import Any, Callable, Literal, Mapping
 
 import torch.nn as nn
 
+from rtseg.errors import UserError
+
 __all__ = [
     "ModelEntry",
     "Variant",
@@ -33,18 +35,18 @@ __all__ = [
 ]
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(UserError, KeyError):
     """Raised for a model name that is not registered."""
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly
         return str(self.args[0])
 
 
-class UnknownOptionError(TypeError):
+class UnknownOptionError(UserError, TypeError):
     """Raised for an option a model does not support."""
 
 
-class InvalidOptionError(ValueError):
+class InvalidOptionError(UserError, ValueError):
     """Raised for an option value outside the choices its ``Literal[...]`` annotation allows."""
 
 
@@ -281,7 +283,7 @@ def create_model(name: str, num_classes: int | None = None, *, weights: str | os
         options = {**card.options, **options}
     num_classes = 19 if num_classes is None else num_classes
     if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        raise InvalidOptionError(f"num_classes must be a positive integer, got {num_classes!r}")
     supported = entry.options
     unknown = [k for k in options if k not in supported]
     if unknown:
@@ -291,7 +293,12 @@ def create_model(name: str, num_classes: int | None = None, *, weights: str | os
         )
     kwargs = {**entry.defaults, **options}
     check_options(name, entry.builder, kwargs)
-    model = entry.builder(num_classes=num_classes, **kwargs)
+    try:
+        model = entry.builder(num_classes=num_classes, **kwargs)
+    except ValueError as exc:  # a constructor's check of option values the caller chose (with none, a defect)
+        if not options or isinstance(exc, InvalidOptionError):
+            raise
+        raise InvalidOptionError(f"{name} with options {options}: {exc}") from exc
     # pretrained= only initialises (a backbone's ImageNet weights): rebuilding from a card must not need it.
     build_options = {k: v for k, v in options.items() if k != "pretrained"}
     if card is None:

@@ -9,13 +9,14 @@ from PIL import Image, UnidentifiedImageError
 
 from rtseg.data.labels import CAMVID, CITYSCAPES, ClassInfo, label_ids_to_train_ids
 from rtseg.data.synthetic import SyntheticScenes
+from rtseg.errors import UserError
 
 __all__ = ["DatasetError", "read_image", "read_label", "CityscapesDataset", "CamVidDataset", "build_dataset", "dataset_classes"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset folder or file that cannot be used as it is."""
 
 

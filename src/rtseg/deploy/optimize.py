@@ -33,6 +33,8 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
+from rtseg.errors import OptionError
+
 __all__ = ["optimize", "fold_batchnorm", "remove_dropout", "OptimizationReport", "compare_outputs"]
 
 _FOLDABLE_CONVS = (nn.Conv2d, nn.ConvTranspose2d)
@@ -307,7 +309,7 @@ def _check_compile_mode(mode: str | None) -> None:
         return
     modes = list_mode_options()  # every mode this PyTorch knows, with its settings
     if mode not in modes:
-        raise ValueError(f"compile_mode must be one of {', '.join(modes)} (or None), got {mode!r}")
+        raise OptionError(f"compile_mode must be one of {', '.join(modes)} (or None), got {mode!r}")
 
 
 def optimize(

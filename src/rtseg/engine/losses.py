@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from rtseg.data.cache import default_cache_dir, file_list_key  # noqa: F401  (re-exported)
+from rtseg.config import ConfigError
 
 __all__ = ["class_frequencies", "cached_class_frequencies", "file_list_key", "enet_weights", "median_frequency_weights", "build_criterion"]
 
@@ -72,15 +73,15 @@ def build_criterion(loss_cfg: dict[str, Any], train_set, num_classes: int, out_d
     weight = None
     if isinstance(spec, (list, tuple)):
         if len(spec) != num_classes:
-            raise ValueError(f"loss.class_weights has {len(spec)} values but the model has {num_classes} classes")
+            raise ConfigError(f"loss.class_weights has {len(spec)} values but the model has {num_classes} classes")
         weight = torch.tensor(spec, dtype=torch.float32)
     elif spec in ("enet", "median-frequency"):
         counts = cached_class_frequencies(train_set, num_classes, int(loss_cfg.get("ignore_index", 255)))
         w = enet_weights(counts, float(loss_cfg.get("class_weight_c", 1.02))) if spec == "enet" else median_frequency_weights(counts)
         weight = torch.tensor(w, dtype=torch.float32)
     elif spec not in (None, "none"):
-        raise ValueError(f"loss.class_weights={spec!r}: expected null, enet, median-frequency or a list of {num_classes} numbers")
+        raise ConfigError(f"loss.class_weights={spec!r}: expected null, enet, median-frequency or a list of {num_classes} numbers")
     reduction = loss_cfg.get("reduction", "mean")
     if reduction not in ("mean", "sum"):
-        raise ValueError(f"loss.reduction={reduction!r}: expected mean or sum")
+        raise ConfigError(f"loss.reduction={reduction!r}: expected mean or sum")
     return nn.CrossEntropyLoss(weight=weight, ignore_index=int(loss_cfg.get("ignore_index", 255)), reduction=reduction)

@@ -34,11 +34,12 @@ from rtseg.data.transformed import TransformedDataset
 from rtseg.gradual_grouping import GradualGroupingSchedule, convert_state_dict, gradual_layers
 from rtseg.metrics import ConfusionMatrix
 from rtseg.registry import create_model, get_entry
+from rtseg.errors import UserError
 
 __all__ = ["Trainer", "TrainingError", "train"]
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """A run that cannot go on (a non-finite loss, an unusable config)."""
 
 
