@@ -72,7 +72,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         print("options:")
         for o in details["options"]:
             allowed = f"one of {', '.join(map(repr, o['choices']))}" if o["choices"] else o["type"] or "any"
-            print(f"  {o['name']:<22} {allowed:<44} default {o['default']!r}")
+            print(f"  {o['name']:<22} {allowed:<44}  default {o['default']!r}")
         return 0
     rows = models.model_rows(args.filter)
     if args.json:

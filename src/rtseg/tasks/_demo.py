@@ -9,11 +9,11 @@ from PIL import Image
 
 from rtseg.config import load_config
 from rtseg.data.synthetic import SyntheticScenes
-from rtseg.tasks.bench import BenchOptions, bench
+from rtseg.tasks._bench import BenchOptions, bench
 from rtseg.tasks.common import Log
-from rtseg.tasks.evaluate import evaluate
-from rtseg.tasks.predict import predict
-from rtseg.tasks.train import train
+from rtseg.tasks._evaluate import evaluate
+from rtseg.tasks._predict import predict
+from rtseg.tasks._train import train
 
 __all__ = ["demo"]
 
