@@ -177,7 +177,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options = BenchOptions(size=_size(args.size), device=args.device, threads=args.threads, batch=args.batch, warmup=args.warmup,
                            iters=args.iters, dtype=args.dtype, num_classes=args.num_classes, backend=args.backend, train=args.train,
                            optimize=_optimization(args), precision=args.precision)
-    records = bench(None if args.all else args.model, options, pattern=args.filter)
+    records = bench(None if args.all else [args.model] if args.model else [], options, pattern=args.filter)
     if args.all:
         _print_bench_table(records, options.size, args)
     else:

@@ -87,13 +87,15 @@ def bench_one(model: str | Path, options: BenchOptions = BenchOptions()) -> dict
 
 
 def bench(models: str | Path | list[str | Path] | None = None, options: BenchOptions = BenchOptions(), *, pattern: str | None = None) -> list[dict[str, Any]]:
-    """Records of ``models`` (one or a list), or of every registered model matching ``pattern`` when ``models`` is
-    None (``pattern`` None: all of them). Options are checked before the first model is built."""
+    """Records of ``models`` (one or a list; an empty list is an error), or of every registered model matching
+    ``pattern`` when ``models`` is None (``pattern`` None: all of them). Options are checked before any model is built."""
     if models is None:
         names: list[str | Path] = list(list_models(pattern))
+        if not names:
+            raise OptionError(f"no registered model matches {pattern!r}; run `rtseg models` for the full list")
     else:
         names = list(models) if isinstance(models, list) else [models]
-    if not names:
+    if not names or not all(names):
         raise OptionError("name a model (rtseg bench erfnet) or pass --all")
     options.check(names[0] if len(names) == 1 else "")
     records = []
