@@ -107,3 +107,59 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert json.loads((tmp_path / "metrics.json").read_text())["pixels"] > 0
     assert json.loads((tmp_path / "bench.json").read_text())["fps"] > 0
     assert len(list((tmp_path / "predictions").glob("*_overlay.png"))) == 4
+
+
+def test_a_user_error_is_one_line_without_traceback(capsys, tmp_path):
+    assert run("train", "no-such-recipe", "--out", tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "no-such-recipe" in err and err.count("\n") <= 3
+    assert run("eval", "espnet-c", "--size", "12y4", "--quiet") == 2  # a malformed option value names itself
+    assert "'12y4' is not HEIGHTxWIDTH" in capsys.readouterr().err
+
+
+def test_an_internal_failure_prints_the_traceback_and_asks_for_a_report(monkeypatch, capsys):
+    import rtseg.tasks._bench as bench_task
+
+    def broken(*args, **kwargs):
+        raise ValueError("a defect deep inside")  # a plain ValueError is a bug, not bad input
+
+    monkeypatch.setattr(bench_task, "bench_one", broken)
+    assert run("bench", "espnet-c", "--size", "32x32") == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "a defect deep inside" in err
+    assert f"internal error in rtseg {rtseg.__version__}" in err and "please report it" in err
+
+
+def test_user_errors_share_one_base():
+    from rtseg.io import CheckpointError, WeightsMismatchError
+    from rtseg.config import ConfigError
+    from rtseg.data.datasets import DatasetError
+    from rtseg.devices import DeviceError
+    from rtseg.errors import USER_ERRORS, UserError
+    from rtseg.evaluation import ClassMismatchError
+    from rtseg.registry import InvalidOptionError, UnknownModelError, UnknownOptionError
+
+    for cls in (ConfigError, UnknownModelError, UnknownOptionError, InvalidOptionError, ClassMismatchError, CheckpointError,
+                WeightsMismatchError, DeviceError, DatasetError):
+        assert issubclass(cls, UserError), cls
+    assert UserError in USER_ERRORS and not issubclass(RuntimeError, USER_ERRORS)
+    with pytest.raises(InvalidOptionError, match="num_classes must be a positive integer"):
+        rtseg.create_model("espnet-c", num_classes=0)
+
+
+def test_models_name_lists_paper_defaults_and_each_option(capsys):
+    from rtseg.registry import option_specs
+
+    assert run("models", "essnet-d") == 0
+    out = capsys.readouterr().out
+    specs = option_specs("essnet-d")
+    assert out.startswith("essnet-d: ") and rtseg.get_entry("essnet-d").paper in out and "options:" in out
+    for spec in specs:
+        line = next(line for line in out.splitlines() if line.strip().startswith(spec.name + " "))
+        assert f"default {spec.default!r}" in line
+        if spec.choices:
+            assert "one of " + ", ".join(map(repr, spec.choices)) in line
+    assert any(s.choices for s in specs)  # essnet-d has at least one option with a fixed set of values
+    assert run("models", "--json", "essnet-d") == 0
+    record = json.loads(capsys.readouterr().out)
+    assert [o["name"] for o in record["options"]] == [s.name for s in specs] and record["params"] > 0

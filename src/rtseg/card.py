@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from rtseg.data.labels import ClassInfo
 from rtseg.data.normalization import Normalization
+from rtseg.errors import UserError
 
 __all__ = ["ModelCard", "TrainingRecord", "Metrics", "CardError", "CARD_VERSION", "card_of", "hardware_description"]
 
@@ -29,7 +30,7 @@ CARD_SCHEMA = "rtseg-model-card"
 CARD_VERSION = 1
 
 
-class CardError(ValueError):
+class CardError(UserError, ValueError):
     """A model card that cannot be read (wrong schema, a newer version, missing or unknown fields)."""
 
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import torch
 
+from rtseg.errors import UserError
+
 __all__ = ["DeviceError", "resolve_device"]
 
 
-class DeviceError(ValueError):
+class DeviceError(UserError, ValueError):
     """A device that was asked for is not available here."""
 
 

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rtseg.metrics import ConfusionMatrix
+from rtseg.errors import UserError
 
 __all__ = ["EvalProtocol", "segment_logits", "evaluate_model", "evaluate_server_files", "protocol_record", "ClassMismatchError", "class_mapping", "read_class_map"]
 
@@ -57,7 +58,7 @@ def protocol_record(protocol: EvalProtocol, input_size, class_map: Mapping[str, 
     return record
 
 
-class ClassMismatchError(ValueError):
+class ClassMismatchError(UserError, ValueError):
     """A model whose classes are not the dataset's, evaluated without a class map."""
 
 

@@ -12,13 +12,15 @@ import re
 import urllib.parse
 from pathlib import Path
 
+from rtseg.errors import UserError
+
 __all__ = ["ChecksumError", "cache_dir", "sha256_of", "download", "resolve_weights", "is_url"]
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.")
 _CHUNK = 1 << 20
 
 
-class ChecksumError(ValueError):
+class ChecksumError(UserError, ValueError):
     """Downloaded (or cached) bytes whose SHA-256 is not the expected one."""
 
 

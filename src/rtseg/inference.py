@@ -14,6 +14,7 @@ from rtseg.card import card_of
 from rtseg.data.datasets import read_image
 from rtseg.data.labels import ClassInfo, colorize
 from rtseg.data.normalization import get_normalization
+from rtseg.errors import OptionError
 from rtseg.evaluation import resize_to
 from rtseg.registry import create_model
 
@@ -30,7 +31,7 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
             raise ValueError
         return h, w
     except ValueError:
-        raise ValueError(f"size {text!r} is not HEIGHTxWIDTH with positive integers (e.g. 512x1024)") from None
+        raise OptionError(f"size {text!r} is not HEIGHTxWIDTH with positive integers (e.g. 512x1024)") from None
 
 
 def load_model(spec: str | Path, weights: str | Path | None = None, num_classes: int | None = None, **options: Any) -> nn.Module:
@@ -39,7 +40,7 @@ def load_model(spec: str | Path, weights: str | Path | None = None, num_classes:
     path = Path(spec)
     if path.is_file() or path.suffix in (".pt", ".pth", ".ckpt", ".safetensors"):
         if weights is not None:
-            raise ValueError(f"{spec} is a file: name a registered model to use --weights with (e.g. rtseg eval espnet --weights FILE)")
+            raise OptionError(f"{spec} is a file: name a registered model to use --weights with (e.g. rtseg eval espnet --weights FILE)")
         card = _card_of_file(path)
         model = create_model(card.model, weights=str(path), num_classes=num_classes, **options)
         return model.eval()

@@ -94,7 +94,7 @@ def create_model(name: str, num_classes: int | None = None, *, weights: str | os
         options = {**card.options, **options}
     num_classes = 19 if num_classes is None else num_classes
     if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        raise InvalidOptionError(f"num_classes must be a positive integer, got {num_classes!r}")
     supported = entry.options
     unknown = [k for k in options if k not in supported]
     if unknown:
@@ -104,7 +104,12 @@ def create_model(name: str, num_classes: int | None = None, *, weights: str | os
         )
     kwargs = {**entry.defaults, **options}
     check_options(name, entry.builder, kwargs)
-    model = entry.builder(num_classes=num_classes, **kwargs)
+    try:
+        model = entry.builder(num_classes=num_classes, **kwargs)
+    except ValueError as exc:  # a constructor's check of option values the caller chose (with none, a defect)
+        if not options or isinstance(exc, InvalidOptionError):
+            raise
+        raise InvalidOptionError(f"{name} with options {options}: {exc}") from exc
     # pretrained= only initialises (a backbone's ImageNet weights): rebuilding from a card must not need it.
     build_options = {k: v for k, v in options.items() if k != "pretrained"}
     if card is None:

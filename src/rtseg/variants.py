@@ -15,6 +15,8 @@ from typing import Any, Callable, Literal, Mapping
 
 import torch.nn as nn
 
+from rtseg.errors import UserError
+
 __all__ = [
     "ModelEntry",
     "Variant",
@@ -28,18 +30,18 @@ __all__ = [
 ]
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(UserError, KeyError):
     """Raised for a model name that is not registered."""
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly
         return str(self.args[0])
 
 
-class UnknownOptionError(TypeError):
+class UnknownOptionError(UserError, TypeError):
     """Raised for an option a model does not support."""
 
 
-class InvalidOptionError(ValueError):
+class InvalidOptionError(UserError, ValueError):
     """Raised for an option value outside the choices its ``Literal[...]`` annotation allows."""
 
 

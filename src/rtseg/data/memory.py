@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 
 from rtseg.data.transforms import resize_image, resize_pair
+from rtseg.config import ConfigError
 
 __all__ = ["InMemoryDataset", "available_memory_bytes", "maybe_in_memory"]
 
@@ -63,7 +64,7 @@ def maybe_in_memory(base, setting: str, image_size: tuple[int, int] | None, resi
     """``base`` decoded into memory when ``data.cache`` is ``memory``, or ``auto`` and it is a file dataset whose
     decoded size fits in ``share`` of the available memory; else ``base`` itself."""
     if setting not in ("auto", "memory", "off"):
-        raise ValueError(f"data.cache={setting!r} is not one of auto, memory, off")
+        raise ConfigError(f"data.cache={setting!r} is not one of auto, memory, off")
     if setting == "off" or not getattr(base, "pairs", None):
         return base  # synthetic scenes are drawn, not decoded
     if setting == "auto":

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from rtseg.errors import OptionError
+
 __all__ = ["Normalization", "PRESETS", "get_normalization"]
 
 
@@ -89,4 +91,4 @@ def get_normalization(name: str | Normalization) -> Normalization:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown normalisation preset {name!r}; presets: {', '.join(PRESETS)}") from None
+        raise OptionError(f"unknown normalisation preset {name!r}; presets: {', '.join(PRESETS)}") from None

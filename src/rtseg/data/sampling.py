@@ -8,6 +8,8 @@ from typing import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from rtseg.config import ConfigError
+
 __all__ = ["EpochBatchSampler"]
 
 
@@ -23,9 +25,9 @@ class EpochBatchSampler(Sampler[list[int]]):
 
     def __init__(self, num_items: int, global_batch: int, seed: int, num_crops: int = 1, rank: int = 0, world_size: int = 1):
         if global_batch % world_size:
-            raise ValueError(f"train.batch_size={global_batch} (the global batch) must be divisible by the {world_size} processes")
+            raise ConfigError(f"train.batch_size={global_batch} (the global batch) must be divisible by the {world_size} processes")
         if num_items < global_batch:
-            raise ValueError(f"train.batch_size={global_batch} is larger than the training set ({num_items} images)")
+            raise ConfigError(f"train.batch_size={global_batch} is larger than the training set ({num_items} images)")
         self.num_items, self.global_batch, self.seed = num_items, global_batch, seed
         self.num_crops, self.rank, self.world_size = num_crops, rank, world_size
         self.epoch = 0

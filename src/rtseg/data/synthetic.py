@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from rtseg.errors import OptionError
+
 __all__ = ["SYNTHETIC_CLASSES", "draw_scene", "SyntheticScenes"]
 
 # trainIds used by the scenes (a subset of the 19 Cityscapes classes)
@@ -272,7 +274,7 @@ class SyntheticScenes:
 
     def __init__(self, num_samples: int = 200, size: tuple[int, int] = (256, 512), split: str = "train", seed: int = 0):
         if split not in _SPLIT_IDS:
-            raise ValueError(f"synthetic split {split!r}: expected one of {', '.join(_SPLIT_IDS)}")
+            raise OptionError(f"synthetic split {split!r}: expected one of {', '.join(_SPLIT_IDS)}")
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}")
         self.num_samples = int(num_samples)

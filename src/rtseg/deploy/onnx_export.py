@@ -16,12 +16,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from rtseg.errors import UserError
+
 __all__ = ["export_onnx", "read_metadata", "verify_onnx", "ExportError", "DEFAULT_OPSET"]
 
 DEFAULT_OPSET = 17
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """Export or its verification failed."""
 
 

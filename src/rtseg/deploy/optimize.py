@@ -33,6 +33,8 @@ import torch.nn as nn
 from rtseg.deploy.fold import fold_batchnorm, remove_dropout, set_child
 from rtseg.deploy.precision import compare_outputs
 
+from rtseg.errors import OptionError
+
 __all__ = ["optimize", "fold_batchnorm", "remove_dropout", "OptimizationReport", "compare_outputs"]
 
 _BF16_BROKEN = 0.95  # arg-max agreement below which a bf16 model is taken as broken by the verification
@@ -137,7 +139,7 @@ def _check_compile_mode(mode: str | None) -> None:
         return
     modes = list_mode_options()  # every mode this PyTorch knows, with its settings
     if mode not in modes:
-        raise ValueError(f"compile_mode must be one of {', '.join(modes)} (or None), got {mode!r}")
+        raise OptionError(f"compile_mode must be one of {', '.join(modes)} (or None), got {mode!r}")
 
 
 def optimize(

@@ -14,12 +14,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from rtseg.errors import UserError
+
 __all__ = ["VIDEO_SUFFIXES", "is_stream", "predict_video", "VideoError", "read_frames"]
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
-class VideoError(ValueError):
+class VideoError(UserError, ValueError):
     """A video or image sequence cannot be read or written."""
 
 

@@ -11,6 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from rtseg.config import ConfigError
+
 __all__ = ["DistributedContext"]
 
 
@@ -44,7 +46,7 @@ class DistributedContext:
         if sync_bn:
             if device.type != "cuda":
                 # PyTorch's SyncBatchNorm runs only on GPUs; on CPU each process normalises its own share of the batch
-                raise ValueError("train.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel); set train.sync_bn=false on CPU")
+                raise ConfigError("train.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel); set train.sync_bn=false on CPU")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 

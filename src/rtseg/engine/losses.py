@@ -17,6 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rtseg.data.cache import default_cache_dir, file_list_key  # noqa: F401  (re-exported)
+from rtseg.config_defaults import ConfigError
+from rtseg.data.image_io import DatasetError
 from rtseg.progress import progress_range
 
 __all__ = [
@@ -91,7 +93,7 @@ def _flatten(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> t
     valid = target != ignore_index
     if bool(((target[valid] < 0) | (target[valid] >= c)).any()):
         bad = torch.unique(target[valid & ((target < 0) | (target >= c))]).tolist()
-        raise ValueError(f"label value(s) {bad[:10]} are neither a class (0..{c - 1}) nor the ignore value {ignore_index}")
+        raise DatasetError(f"label value(s) {bad[:10]} are neither a class (0..{c - 1}) nor the ignore value {ignore_index}")
     return log_p[valid], target[valid], valid
 
 
@@ -106,9 +108,9 @@ class OhemCrossEntropyLoss(nn.Module):
                  ignore_index: int = 255, reduction: str = "mean"):
         super().__init__()
         if not 0.0 < thresh <= 1.0:
-            raise ValueError(f"loss.ohem_thresh={thresh!r}: expected a probability in (0, 1]")
+            raise ConfigError(f"loss.ohem_thresh={thresh!r}: expected a probability in (0, 1]")
         if min_kept is not None and (isinstance(min_kept, bool) or not isinstance(min_kept, int) or min_kept < 1):
-            raise ValueError(f"loss.ohem_min_kept={min_kept!r}: expected a positive pixel count or null (1/16 of the labelled pixels)")
+            raise ConfigError(f"loss.ohem_min_kept={min_kept!r}: expected a positive pixel count or null (1/16 of the labelled pixels)")
         self.thresh, self.min_kept, self.ignore_index, self.reduction = float(thresh), min_kept, int(ignore_index), reduction
         self.register_buffer("weight", weight, persistent=False)
 
@@ -170,7 +172,7 @@ class LovaszSoftmaxLoss(nn.Module):
     def __init__(self, weight: torch.Tensor | None = None, ignore_index: int = 255, classes: str = "present"):
         super().__init__()
         if classes not in ("present", "all"):
-            raise ValueError(f"loss.lovasz_classes={classes!r}: expected present or all")
+            raise ConfigError(f"loss.lovasz_classes={classes!r}: expected present or all")
         self.ignore_index, self.classes = int(ignore_index), classes
         self.register_buffer("weight", weight, persistent=False)
 
@@ -202,7 +204,7 @@ class FocalLoss(nn.Module):
     def __init__(self, gamma: float = 2.0, weight: torch.Tensor | None = None, ignore_index: int = 255, reduction: str = "mean"):
         super().__init__()
         if gamma < 0:
-            raise ValueError(f"loss.focal_gamma={gamma!r}: expected a number >= 0")
+            raise ConfigError(f"loss.focal_gamma={gamma!r}: expected a number >= 0")
         self.gamma, self.ignore_index, self.reduction = float(gamma), int(ignore_index), reduction
         self.register_buffer("weight", weight, persistent=False)
 
@@ -223,7 +225,7 @@ class WeightedSumLoss(nn.Module):
     def __init__(self, losses: list[nn.Module], weights: list[float], names: list[str] | None = None):
         super().__init__()
         if len(losses) != len(weights) or not losses:
-            raise ValueError("a weighted sum needs one weight per loss and at least one loss")
+            raise ConfigError("a weighted sum needs one weight per loss and at least one loss")
         self.losses = nn.ModuleList(losses)
         self.weights = [float(w) for w in weights]
         self.names = names or [type(m).__name__ for m in losses]
@@ -249,7 +251,7 @@ class DeepSupervisionLoss(nn.Module):
             return self.loss(outputs, labels)
         main, *aux = outputs
         if len(aux) != len(self.aux_weights):
-            raise ValueError(f"{len(aux)} auxiliary output(s) but {len(self.aux_weights)} auxiliary weight(s)")
+            raise ConfigError(f"{len(aux)} auxiliary output(s) but {len(self.aux_weights)} auxiliary weight(s)")
         total = self.loss(main, labels)
         for w, a in zip(self.aux_weights, aux):
             total = total + w * self.loss(a, labels)
@@ -265,14 +267,14 @@ def class_weight_tensor(loss_cfg: dict[str, Any], train_set, num_classes: int) -
     spec = loss_cfg.get("class_weights")
     if isinstance(spec, (list, tuple)):
         if len(spec) != num_classes:
-            raise ValueError(f"loss.class_weights has {len(spec)} values but the model has {num_classes} classes")
+            raise ConfigError(f"loss.class_weights has {len(spec)} values but the model has {num_classes} classes")
         return torch.tensor(spec, dtype=torch.float32)
     if spec in ("enet", "median-frequency"):
         counts = cached_class_frequencies(train_set, num_classes, int(loss_cfg.get("ignore_index", 255)))
         w = enet_weights(counts, float(loss_cfg.get("class_weight_c", 1.02))) if spec == "enet" else median_frequency_weights(counts)
         return torch.tensor(w, dtype=torch.float32)
     if spec not in (None, "none"):
-        raise ValueError(f"loss.class_weights={spec!r}: expected null, enet, median-frequency or a list of {num_classes} numbers")
+        raise ConfigError(f"loss.class_weights={spec!r}: expected null, enet, median-frequency or a list of {num_classes} numbers")
     return None
 
 
@@ -282,9 +284,9 @@ def build_loss(name: str, loss_cfg: dict[str, Any], weight: torch.Tensor | None,
     ignore = int(loss_cfg.get("ignore_index", 255))
     reduction = loss_cfg.get("reduction", "mean")
     if reduction not in ("mean", "sum"):
-        raise ValueError(f"loss.reduction={reduction!r}: expected mean or sum")
+        raise ConfigError(f"loss.reduction={reduction!r}: expected mean or sum")
     if name in _MEAN_ONLY and reduction != "mean":
-        raise ValueError(f"{where}={name} has no per-pixel sum; loss.reduction must be mean for it")
+        raise ConfigError(f"{where}={name} has no per-pixel sum; loss.reduction must be mean for it")
     if name == "ce":
         return nn.CrossEntropyLoss(weight=weight, ignore_index=ignore, reduction=reduction)
     if name == "ohem":
@@ -296,7 +298,7 @@ def build_loss(name: str, loss_cfg: dict[str, Any], weight: torch.Tensor | None,
         return LovaszSoftmaxLoss(weight, ignore, loss_cfg.get("lovasz_classes", "present"))
     if name == "focal":
         return FocalLoss(float(loss_cfg.get("focal_gamma", 2.0)), weight, ignore, reduction)
-    raise ValueError(f"{where}={name!r} is not a loss; expected one of {', '.join(LOSSES)}")
+    raise ConfigError(f"{where}={name!r} is not a loss; expected one of {', '.join(LOSSES)}")
 
 
 def build_criterion(loss_cfg: dict[str, Any], train_set, num_classes: int, out_dir: Path | None = None) -> nn.Module:
@@ -307,15 +309,15 @@ def build_criterion(loss_cfg: dict[str, Any], train_set, num_classes: int, out_d
     if not terms:
         return build_loss(loss_cfg.get("name") or "ce", loss_cfg, weight)
     if not isinstance(terms, list) or not all(isinstance(t, dict) for t in terms):
-        raise ValueError(f"loss.terms={terms!r}: expected a list like [{{name: ce, weight: 1}}, {{name: dice, weight: 0.5}}]")
+        raise ConfigError(f"loss.terms={terms!r}: expected a list like [{{name: ce, weight: 1}}, {{name: dice, weight: 0.5}}]")
     losses, weights, names = [], [], []
     for i, term in enumerate(terms):
         unknown = sorted(set(term) - {"name", "weight"})
         if unknown or "name" not in term:
-            raise ValueError(f"loss.terms.{i}={term!r}: each term has a name and an optional weight (unknown keys {unknown})")
+            raise ConfigError(f"loss.terms.{i}={term!r}: each term has a name and an optional weight (unknown keys {unknown})")
         w = term.get("weight", 1.0)
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
-            raise ValueError(f"loss.terms.{i}.weight={w!r}: expected a finite number")
+            raise ConfigError(f"loss.terms.{i}.weight={w!r}: expected a finite number")
         losses.append(build_loss(term["name"], loss_cfg, weight, where=f"loss.terms.{i}.name"))
         weights.append(float(w))
         names.append(str(term["name"]))

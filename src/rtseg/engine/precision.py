@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from rtseg.evaluation import resize_to
+from rtseg.config import ConfigError
 
 __all__ = ["PRECISIONS", "TrainPrecision", "resolve_precision", "cpu_has_native_bf16", "forward_loss", "optimizer_step", "prepare_model", "layer_gradient_errors"]
 
@@ -63,7 +64,7 @@ def resolve_precision(name: str, device: torch.device, legacy_amp: bool = False)
     An explicit precision the device cannot run raises ``ValueError`` naming the option.
     """
     if name not in PRECISIONS:
-        raise ValueError(f"train.precision={name!r} is not one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"train.precision={name!r} is not one of {', '.join(PRECISIONS)}")
     cuda = device.type == "cuda"
     if name == "auto":
         if cuda:
@@ -74,7 +75,7 @@ def resolve_precision(name: str, device: torch.device, legacy_amp: bool = False)
         return TrainPrecision("fp32", None, False, False)
     if name == "fp16":
         if not cuda:
-            raise ValueError("train.precision=fp16 needs a CUDA device (CPUs train in fp32 or bf16); use train.precision=bf16 or fp32")
+            raise ConfigError("train.precision=fp16 needs a CUDA device (CPUs train in fp32 or bf16); use train.precision=bf16 or fp32")
         return TrainPrecision("fp16", torch.float16, False, True)
     # bf16: channels-last lets oneDNN pick its blocked bf16 convolutions on CPUs (slower without it, measured)
     return TrainPrecision("bf16", torch.bfloat16, device.type == "cpu", False)

@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from rtseg.config import ConfigError
+
 __all__ = ["LearningRateSchedule"]
 
 
@@ -15,7 +17,7 @@ class LearningRateSchedule:
     def __init__(self, cfg: dict[str, Any], base_lr: float, epochs: int, iters_per_epoch: int):
         self.name = cfg["name"]
         if self.name not in ("poly", "step", "plateau", "constant"):
-            raise ValueError(f"schedule.name={self.name!r} is not supported; expected poly, step, plateau or constant")
+            raise ConfigError(f"schedule.name={self.name!r} is not supported; expected poly, step, plateau or constant")
         self.cfg = cfg
         self.base_lr = float(base_lr)
         self.epochs = epochs

@@ -32,11 +32,12 @@ from rtseg.evaluation import EvalProtocol, evaluate_model, protocol_record
 from rtseg.data.transformed import TransformedDataset
 from rtseg.metrics import ConfusionMatrix
 from rtseg.registry import create_model, get_entry
+from rtseg.errors import UserError
 
 __all__ = ["Trainer", "TrainingError", "train"]
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """A run that cannot go on (a non-finite loss, an unusable config)."""
 
 

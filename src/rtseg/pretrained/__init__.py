@@ -21,6 +21,7 @@ from rtseg.io.weights import LegacyCard
 from rtseg.data.labels import CAMVID, CITYSCAPES
 from rtseg.data.normalization import PRESETS
 from rtseg.hub import download, is_url, sha256_of
+from rtseg.errors import UserError
 
 __all__ = [
     "PretrainedWeights",
@@ -37,7 +38,7 @@ __all__ = [
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-class UnknownWeightsError(ValueError):
+class UnknownWeightsError(UserError, ValueError):
     """A ``weights=`` value that is neither a registered tag, a URL nor an existing file."""
 
 

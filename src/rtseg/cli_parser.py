@@ -1,0 +1,138 @@
+"""The ``rtseg`` command's arguments: one sub-command per task (rtseg.tasks), with its options and help."""
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+__all__ = ["build_parser"]
+
+
+def _add_optimize_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--optimize", action="store_true", help="fold BatchNorm, drop dropout, group gradual layers (rtseg.optimize)")
+    p.add_argument("--channels-last", choices=["off", "on", "auto"], default="auto",
+                   help="with --optimize: channels-last memory format; auto keeps it only when a timing shows it is faster")
+    p.add_argument("--compile", choices=["off", "on", "auto"], default="auto",
+                   help="with --optimize: torch.compile (auto: kept only when a timing shows it is faster; "
+                        "compiling takes seconds to tens of seconds per model and input size, --compile off skips it)")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode, e.g. reduce-overhead (CUDA graphs on a GPU) or max-autotune")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
+                   help="with --optimize or --backend openvino (default fp32): bf16 inference on CPUs; auto picks bf16 only on a CPU "
+                        "with native bf16 whose arg-max agrees with fp32 on a check input. With bench --train (default auto): the "
+                        "trainer's train.precision")
+
+
+def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> argparse.ArgumentParser:
+    """The parser; each sub-command's ``func`` is ``commands[its name]``."""
+    parser = argparse.ArgumentParser(prog="rtseg", description="Lightweight real-time semantic segmentation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list registered models with their paper and parameter count, or one model's options")
+    p.add_argument("filter", nargs="?", help="shell-style pattern, e.g. 'essnet*'; one model's exact name prints its paper, defaults and options")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--pretrained", action="store_true", help="list the named pretrained weights (model, tag, dataset, classes, metric, source, licence)")
+    p.set_defaults(func=commands["models"])
+
+    p = sub.add_parser("train", help="train from a config file or packaged recipe")
+    p.add_argument("config", help="a YAML config file or the name of a packaged recipe (e.g. demo)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3 data.crop_size=[256,256]")
+    p.add_argument("--out", help="output folder (default: the config's output.dir)")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT", help="resume from OUT/last.pt or the given checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=commands["train"])
+
+    weights_help = "for a model name: a pretrained tag (rtseg models --pretrained), a URL or a local weights file"
+    p = sub.add_parser("eval", help="evaluate a checkpoint or a model with weights")
+    p.add_argument("model", help="an rtseg checkpoint (.pt) or weights file (.safetensors), or a registered model name")
+    p.add_argument("--weights", help=weights_help)
+    p.add_argument("--num-classes", type=int, help="output count of a model name without weights that say it (default 19)")
+    p.add_argument("--class-map", help="YAML file mapping model class names to dataset class names, to score a model on a dataset with other classes")
+    p.add_argument("--data", help="dataset: synthetic, cityscapes or camvid (default: the checkpoint's, else synthetic)")
+    p.add_argument("--root", help="dataset folder")
+    p.add_argument("--split", default="val")
+    p.add_argument("--size", help="resize inputs to HxW before the model; labels keep full resolution")
+    p.add_argument("--samples", type=int, help="synthetic: number of scenes")
+    p.add_argument("--normalization", help="override the model's normalisation preset")
+    p.add_argument("--flip", action="store_true", help="average with the horizontally flipped input")
+    p.add_argument("--scales", default="1.0", help="multi-scale testing: comma-separated input scales, e.g. 0.75,1,1.25")
+    p.add_argument("--window", help="sliding-window inference with HxW windows (e.g. 512x512) instead of the whole image")
+    p.add_argument("--stride", help="sliding-window stride HxW (default: two thirds of the window)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--json", help="write the metrics as JSON to this file")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=commands["eval"])
+
+    p = sub.add_parser("bench", help="parameters, MACs/FLOPs and latency of a model")
+    p.add_argument("model", nargs="?", help="registered model name or checkpoint")
+    p.add_argument("--all", action="store_true", help="every registered model, as a markdown table")
+    p.add_argument("--filter", help="with --all: shell-style name pattern")
+    p.add_argument("--size", default="512x1024", help="input HxW (default 512x1024)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    p.add_argument("--num-classes", type=int, help="output count of a model name without weights that say it (default 19)")
+    p.add_argument("--json", help="write the record(s) as JSON to this file")
+    _add_optimize_options(p)
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default="torch",
+                   help="run PyTorch, an ONNX export under ONNX Runtime or an OpenVINO IR (CPU)")
+    p.add_argument("--train", action="store_true", help="time training steps (forward, fp32 loss, backward, Adam step) instead of inference")
+    p.set_defaults(func=commands["bench"])
+
+    p = sub.add_parser("demo", help="train a small model on synthetic scenes, evaluate, benchmark and predict")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the demo recipe")
+    p.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=commands["demo"])
+
+    p = sub.add_parser("export", help="export a model or checkpoint to ONNX or TorchScript, verified after export")
+    p.add_argument("model", help="an rtseg checkpoint (.pt) or a registered model name")
+    p.add_argument("--format", choices=["onnx", "torchscript", "openvino"], default="onnx",
+                   help="onnx, torchscript or openvino (an IR: NAME.xml + NAME.bin)")
+    p.add_argument("--via", choices=["onnx", "torch"], default="onnx",
+                   help="openvino: convert the verified ONNX export (default) or the PyTorch model directly")
+    p.add_argument("--size", help="fixed input HxW (default 512x1024)")
+    p.add_argument("--dynamic", action="store_true", help="ONNX / OpenVINO: free batch, height and width")
+    p.add_argument("--trace-size", default="512x1024", help="with --dynamic: the HxW traced with (default 512x1024)")
+    p.add_argument("--argmax", action="store_true", help="end the graph in an arg-max: outputs the int64 label map instead of logits")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
+    p.add_argument("--out", help="output file (default: MODEL-SIZE[-argmax].onnx / .xml / .pt in the current folder)")
+    p.add_argument("--weights", help=weights_help)
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime / reload check against PyTorch")
+    p.add_argument("--int8", action="store_true",
+                   help="INT8 post-training quantization (needs --calibration): ONNX Runtime static QDQ for onnx, NNCF for openvino")
+    p.add_argument("--calibration", help="with --int8: folder of calibration images (e.g. the dataset's train images)")
+    p.add_argument("--calibration-count", type=int, default=32, help="with --int8: number of calibration images (default 32)")
+    p.set_defaults(func=commands["export"])
+
+    p = sub.add_parser("export-weights", help="a publishable safetensors weights file, with its model card, from a training checkpoint")
+    p.add_argument("checkpoint", help="an rtseg checkpoint (e.g. runs/NAME/best.pt)")
+    p.add_argument("--out", help="output file (default: the checkpoint's name with .safetensors)")
+    p.add_argument("--half", action="store_true", help="store floating-point tensors as float16 (half the size)")
+    p.add_argument("--license", help="licence written into the card, e.g. MIT")
+    p.add_argument("--source", help="source written into the card, e.g. the project URL or run name")
+    p.set_defaults(func=commands["export-weights"])
+
+    p = sub.add_parser("predict", help="colourised masks and overlays for images or folders")
+    p.add_argument("model", help="an rtseg checkpoint (.pt), a registered model name or an exported .onnx file")
+    p.add_argument("inputs", nargs="+", help="image files, folders, videos (.mp4, .avi, ...) or image-sequence patterns (frames/%%05d.png)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--weights", help=weights_help)
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--size", help="resize inputs to HxW before the model; outputs keep the image size")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    p.add_argument("--save-labels", action="store_true", help="also write the raw class-index PNG")
+    p.add_argument("--as-video", action="store_true", help="write the input images, in name order, as one overlay video")
+    p.add_argument("--fps", type=float, help="frame rate of written videos (default: the input's, else 25)")
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default="torch",
+                   help="PyTorch, ONNX Runtime or OpenVINO (a .onnx model file always runs in ONNX Runtime, a .xml IR in OpenVINO)")
+    _add_optimize_options(p)
+    p.add_argument("--format-for-server", action="store_true",
+                   help="Cityscapes: write only labelId PNGs named like the input (the official evaluation server's format)")
+    p.set_defaults(func=commands["predict"])
+    return parser

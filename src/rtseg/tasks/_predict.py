@@ -1,0 +1,147 @@
+"""Task: colourised masks and overlays (or label maps) for image files, folders, videos and frame patterns."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+from PIL import Image
+
+from rtseg.card import ModelCard, card_of
+from rtseg.data.datasets import IMAGE_SUFFIXES, DatasetError, read_image
+from rtseg.data.labels import CITYSCAPES_CLASSES, colorize, train_ids_to_label_ids
+from rtseg.deploy.video import VideoError, is_stream, predict_video
+from rtseg.errors import OptionError
+from rtseg.inference import load_model, overlay
+from rtseg.inference import predict as predict_labels
+from rtseg.tasks.common import Log, Optimization, check_inference_precision, optimized
+
+__all__ = ["predict", "segmenter", "collect_inputs"]
+
+Backend = Literal["torch", "onnxruntime", "openvino"]
+
+
+def collect_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
+    """(image files, errors): folders are searched recursively for images; a missing path is an error, not a stop."""
+    files, errors = [], []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                errors.append(f"{item}: folder contains no images ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            errors.append(f"{item}: no such file or folder")
+    return files, errors
+
+
+def segmenter(model: str | Path, *, weights: str | Path | None = None, num_classes: int | None = None, size: tuple[int, int] | None = None,
+              backend: Backend = "torch", threads: int | None = None, optimize: Optimization | None = None,
+              precision: str | None = None) -> tuple[Callable[[np.ndarray], np.ndarray], ModelCard]:
+    """(segment(rgb) -> label map, model card) for ``model`` run by ``backend``; a ``.onnx`` file always runs in ONNX
+    Runtime and a ``.xml`` IR in OpenVINO."""
+    if str(model).endswith(".onnx"):
+        backend = "onnxruntime"
+    if str(model).endswith(".xml"):
+        backend = "openvino"
+    if backend == "openvino":
+        from rtseg.deploy.openvino_backend import openvino_segmenter
+
+        seg = openvino_segmenter(model, size, weights=weights, num_classes=num_classes, threads=threads, precision=precision or "fp32")
+        return (lambda rgb: seg.predict(rgb, size)), seg.card
+    if backend == "onnxruntime":
+        from rtseg.deploy.ort import OnnxSegmenter
+
+        if str(model).endswith(".onnx"):
+            path = str(model)
+        else:  # export the model once into a temporary dynamic-shape ONNX file
+            from rtseg.deploy.onnx_export import export_onnx
+
+            path = str(Path(tempfile.mkdtemp(prefix="rtseg-")) / "model.onnx")
+            export_onnx(load_model(model, weights=weights, num_classes=num_classes), path, size or (256, 512), dynamic=True)
+        seg = OnnxSegmenter(path, threads=threads)
+        return (lambda rgb: seg.predict(rgb, size)), seg.card
+    net = load_model(model, weights=weights, num_classes=num_classes)
+    card = card_of(net)
+    if optimize is not None:
+        net = optimized(net, optimize, "cpu", size)
+    return (lambda rgb: predict_labels(net, rgb, size=size)), card
+
+
+def _check_server_format(card: ModelCard, model: str | Path) -> None:
+    names = card.classes.names if card.classes is not None else None
+    if names != CITYSCAPES_CLASSES and not (names is None and card.num_outputs >= 19):
+        raise OptionError(f"--format-for-server writes Cityscapes labelIds and needs a model of the 19 Cityscapes classes; "
+                          f"{model} predicts {card.class_info.num_classes} classes [{', '.join(card.class_info.names)}]")
+
+
+def _stream_name(stream: str | list[Path]) -> str:
+    # an image list or a pattern (frames/%05d.png) is named after its folder, a video after its file
+    if isinstance(stream, list):
+        return stream[0].parent.name or "sequence"
+    return (Path(stream).parent.name if "%" in str(stream) else Path(stream).stem) or "sequence"
+
+
+def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *, weights: str | Path | None = None, num_classes: int | None = None,
+            size: tuple[int, int] | None = None, alpha: float = 0.5, save_labels: bool = False, as_video: bool = False, fps: float | None = None,
+            threads: int | None = None, backend: Backend = "torch", optimize: Optimization | None = None, precision: str | None = None,
+            format_for_server: bool = False, log: Log = Log()) -> dict[str, Any]:
+    """Writes ``NAME_mask.png`` and ``NAME_overlay.png`` (and ``NAME_labels.png`` with ``save_labels``) per image,
+    ``NAME_overlay.mp4`` per video, frame pattern or (``as_video``) the image list, into ``out``; with
+    ``format_for_server`` only Cityscapes labelId PNGs named like the inputs. An input that fails is reported through
+    ``log.error`` and listed in the result; the others go on. Returns ``{"written": N, "errors": [...], "videos": [...]}``."""
+    check_inference_precision(precision, optimize=optimize is not None, openvino=backend == "openvino" or str(model).endswith(".xml"))
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    streams: list[Any] = [i for i in inputs if is_stream(i)]
+    files, errors = collect_inputs([i for i in inputs if not is_stream(i)])
+    segment, card = segmenter(model, weights=weights, num_classes=num_classes, size=size, backend=backend, threads=threads,
+                              optimize=optimize, precision=precision)
+    palette = card.class_info.palette
+    if format_for_server:
+        _check_server_format(card, model)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for e in errors:
+        log.error(e)
+    if as_video and files:
+        streams.append(files)
+        files = []
+    written, videos = 0, []
+    for stream in streams:
+        is_list = isinstance(stream, list)
+        try:
+            rec = predict_video(segment, "image list" if is_list else stream, out / f"{_stream_name(stream)}_overlay.mp4", palette, alpha,
+                                frames=stream if is_list else None, fps=fps)
+        except VideoError as exc:
+            errors.append(str(exc))
+            log.error(str(exc))
+            continue
+        log.info(f"{rec['output']}: {rec['frames']} frames, {rec['fps_end_to_end']:.2f} FPS end to end "
+                 f"(decode overlapped with inference; pre-process + inference + post-process alone {rec['fps_segment_only']:.2f} FPS)")
+        videos.append(rec)
+        written += 1
+    for f in files:
+        try:
+            image = read_image(f)
+        except DatasetError as exc:
+            errors.append(str(exc))
+            log.error(str(exc))
+            continue
+        label_map = segment(image)
+        if format_for_server:
+            # the official evaluation's naming: CITY_SEQ_FRAME_leftImg8bit.png holding labelIds
+            Image.fromarray(train_ids_to_label_ids(label_map)).save(out / f"{f.stem}.png")
+        else:
+            Image.fromarray(colorize(label_map, palette)).save(out / f"{f.stem}_mask.png")
+            Image.fromarray(overlay(image, label_map, palette, alpha)).save(out / f"{f.stem}_overlay.png")
+            if save_labels:
+                Image.fromarray(label_map.astype(np.uint8)).save(out / f"{f.stem}_labels.png")
+        written += 1
+    return {"written": written, "errors": errors, "videos": videos, "out": str(out)}
