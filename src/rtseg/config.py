@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import re
 from importlib import resources
 from pathlib import Path
