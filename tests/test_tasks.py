@@ -25,3 +25,12 @@ def test_options_that_do_not_go_together_stop_before_any_work(tmp_path):
     with pytest.raises(UserError, match="Did you mean: espnet"):
         bench("espnett", BenchOptions(size=(32, 32), iters=1, warmup=0))
     assert not list(tmp_path.iterdir())
+
+
+def test_the_tasks_are_the_public_api():
+    import rtseg
+    import rtseg.tasks
+
+    for name in ("evaluate", "train", "export", "bench"):
+        assert getattr(rtseg, name) is getattr(rtseg.tasks, name)
+        assert name in rtseg.__all__

@@ -5,7 +5,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "create_model", "list_models", "get_entry", "predict", "optimize",
-    "ModelCard", "list_pretrained", "get_pretrained", "read_card", "export_weights", "__version__",
+    "ModelCard", "list_pretrained", "get_pretrained", "read_card", "export_weights", "evaluate", "train", "export", "bench",
+    "__version__",
 ]
 
 # Heavier entry points, imported on first use to keep `import rtseg` fast: name -> module.
@@ -17,6 +18,11 @@ _LAZY = {
     "get_pretrained": "rtseg.pretrained",
     "read_card": "rtseg.registry",
     "export_weights": "rtseg.registry",
+    # the tasks behind the command line, as library calls
+    "evaluate": "rtseg.tasks",
+    "train": "rtseg.tasks",
+    "export": "rtseg.tasks",
+    "bench": "rtseg.tasks",
 }
 
 
