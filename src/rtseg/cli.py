@@ -92,6 +92,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from rtseg.tasks import train
 
+    if args.print_config:
+        from rtseg.config import dump_config
+        from rtseg.tasks import resolved_config
+
+        print(dump_config(resolved_config(args.config, args.overrides)), end="")
+        return 0
     resume: bool | str = False if args.resume is None else True if args.resume == "" else args.resume
     summary = train(args.config, args.overrides, out=args.out, resume=resume, progress=not args.quiet)
     best, out = summary.get("best_miou"), summary["out_dir"]
@@ -99,6 +105,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"best validation mIoU {best:.4f}; checkpoints in {out}")
     else:
         print(f"done; checkpoints in {out}")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from rtseg.tasks import recipes
+
+    rows = recipes()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    short = [r["description"] if len(r["description"]) <= 100 else r["description"][:97].rstrip() + "..." for r in rows]
+    table = [(r["name"], r["model"], r["dataset"], str(r["stages"]), "/".join(map(str, r["epochs"])), d) for r, d in zip(rows, short)]
+    header = ("recipe", "model", "dataset", "stages", "epochs", "description")
+    widths = [max(len(row[i]) for row in [header, *table]) for i in range(5)]
+    for row in [header, tuple("-" * w for w in widths) + ("-----------",), *table]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5])
     return 0
 
 
@@ -252,7 +274,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"models": cmd_models, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "demo": cmd_demo, "export": cmd_export,
-            "export-weights": cmd_export_weights, "predict": cmd_predict}
+            "export-weights": cmd_export_weights, "predict": cmd_predict, "recipes": cmd_recipes}
 
 
 def main(argv: list[str] | None = None) -> int:

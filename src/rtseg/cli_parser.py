@@ -39,7 +39,12 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("--out", help="output folder (default: the config's output.dir)")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT", help="resume from OUT/last.pt or the given checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--print-config", action="store_true", help="print the merged config (YAML, overrides applied) and exit without training")
     p.set_defaults(func=commands["train"])
+
+    p = sub.add_parser("recipes", help="list the packaged training recipes (model, dataset, stages, description)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=commands["recipes"])
 
     weights_help = "for a model name: a pretrained tag (rtseg models --pretrained), a URL or a local weights file"
     p = sub.add_parser("eval", help="evaluate a checkpoint or a model with weights")
