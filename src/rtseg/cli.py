@@ -199,7 +199,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options = BenchOptions(size=_size(args.size), device=args.device, threads=args.threads, batch=args.batch, warmup=args.warmup,
                            iters=args.iters, dtype=args.dtype, num_classes=args.num_classes, backend=args.backend, train=args.train,
                            optimize=_optimization(args), precision=args.precision)
-    records = bench(None if args.all else [args.model] if args.model else [], options, pattern=args.filter)
+    def progress(i: int, n: int, rec: dict[str, Any]) -> None:
+        timing = f"{rec['latency_ms_mean']:.1f} ms" if "latency_ms_mean" in rec else "done"
+        print(f"[{i}/{n}] {rec['model']}: {timing}", file=sys.stderr, flush=True)
+
+    records = bench(None if args.all else [args.model] if args.model else [], options, pattern=args.filter,
+                    on_record=progress if args.all and not args.quiet else None)
     if args.all:
         _print_bench_table(records, options.size, args)
     else:
@@ -224,6 +229,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from rtseg.tasks import export
 
+    if not args.quiet:  # exporting, calibrating and verifying take seconds to minutes: say what is running
+        steps = [f"exporting {args.model} to {args.format}"] + ([f"INT8 calibration on up to {args.calibration_count} images"] if args.int8 else [])
+        steps += [] if args.no_verify else ["verifying against PyTorch"]
+        print(", then ".join(steps) + " ...", file=sys.stderr, flush=True)
     rec = export(args.model, args.out, format=args.format, size=_size(args.size), trace_size=_size(args.trace_size), dynamic=args.dynamic,
                  argmax=args.argmax, opset=args.opset, via=args.via, weights=args.weights, num_classes=args.num_classes, verify=not args.no_verify,
                  int8=args.int8, calibration=args.calibration, calibration_count=args.calibration_count)

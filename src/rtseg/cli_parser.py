@@ -85,6 +85,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default="torch",
                    help="run PyTorch, an ONNX export under ONNX Runtime or an OpenVINO IR (CPU)")
     p.add_argument("--train", action="store_true", help="time training steps (forward, fp32 loss, backward, Adam step) instead of inference")
+    p.add_argument("--quiet", action="store_true", help="with --all: no progress line per model on stderr")
     p.set_defaults(func=commands["bench"])
 
     p = sub.add_parser("demo", help="train a small model on synthetic scenes, evaluate, benchmark and predict")
@@ -112,6 +113,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
                    help="INT8 post-training quantization (needs --calibration): ONNX Runtime static QDQ for onnx, NNCF for openvino")
     p.add_argument("--calibration", help="with --int8: folder of calibration images (e.g. the dataset's train images)")
     p.add_argument("--calibration-count", type=int, default=32, help="with --int8: number of calibration images (default 32)")
+    p.add_argument("--quiet", action="store_true", help="no line on stderr saying what is running")
     p.set_defaults(func=commands["export"])
 
     p = sub.add_parser("export-weights", help="a publishable safetensors weights file, with its model card, from a training checkpoint")

@@ -19,6 +19,7 @@ from rtseg.io import extract_state_dict, load_weights, read_weights
 from rtseg.config import dump_config, stage_config
 from rtseg.engine.distributed import DistributedContext
 from rtseg.engine.loggers import write_summary
+from rtseg.storage import atomic_write_text
 
 __all__ = ["stage_name", "load_stage_weights", "run_stages"]
 
@@ -52,7 +53,7 @@ def run_stages(config: dict[str, Any], out: Path, run_stage: StageRunner, resume
         is_main = DistributedContext().is_main
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(dump_config(config))
+        atomic_write_text(out / "config.yaml", dump_config(config))
     previous: Path | None = None
     results = {}
     for i in range(len(stages)):
