@@ -49,6 +49,10 @@ class Trainer:
     ``init_weights``: a checkpoint to start from (a previous stage's, see :mod:`rtseg.engine.stages`).
     ``callbacks``: :class:`~rtseg.engine.callbacks.Callback` objects called after the model's own and the
     configured loggers (:mod:`rtseg.engine.callbacks` lists the hooks).
+
+    ``self.model`` is the plain network (saved, validated unless EMA is on); ``self.net`` what the training step runs
+    (the network, or ``self.aux``, the :class:`~rtseg.models.aux_heads.AuxiliaryHeads` wrapper of ``model.aux_heads``,
+    under DDP when torchrun started the run); ``self.ema`` the :class:`~rtseg.engine.ema.ModelEMA` of ``train.ema``.
     """
 
     def __init__(
