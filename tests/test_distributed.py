@@ -73,3 +73,23 @@ def test_global_batch_is_split_across_processes():
     assert list(other) != list(whole)
     with pytest.raises(ValueError, match="divisible"):
         EpochBatchSampler(10, 3, seed=0, world_size=2)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_with_ema_and_aux_heads(tmp_path):
+    """DDP wraps the auxiliary-head wrapper; each process keeps its average; only the first writes it."""
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    out = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out),
+           "train.epochs=1", "train.ema=0.9", "model.aux_heads=[{stage: stage2}]"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    from rtseg.io import load_checkpoint
+
+    last = load_checkpoint(out / "last.pt")
+    assert last["ema"]["updates"] == 4 and last["aux_heads"]
+    assert not any(k.startswith(("heads.", "model.")) for k in last["model_state"])

@@ -188,12 +188,3 @@ def test_trainer_builds_the_configured_loss_and_trains(tmp_path):
     assert [type(m).__name__ for m in trainer.criterion.losses] == ["OhemCrossEntropyLoss", "LovaszSoftmaxLoss"]
     summary = trainer.run()
     assert np.isfinite(trainer.history[0]["train_loss"]) and summary["epochs"] == 1
-
-
-def test_trainer_refuses_features_it_does_not_wire_yet(tmp_path):
-    from rtseg.config import ConfigError, load_config
-    from rtseg.engine.trainer import Trainer
-
-    for override in ("train.ema=0.999", "model.aux_heads=[{stage: stage2}]"):
-        with pytest.raises(ConfigError, match="not yet supported"):
-            Trainer(load_config("demo", TINY + [override]), tmp_path, progress=False)

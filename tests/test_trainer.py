@@ -79,6 +79,11 @@ def test_staged_recipe_runs_stages_in_order_and_passes_weights(tmp_path):
     enc = checkpoint_card(load_checkpoint(tmp_path / "encoder" / "last.pt"))
     full = checkpoint_card(load_checkpoint(tmp_path / "full" / "last.pt"))
     assert enc.model == "espnet-c" and full.model == "espnet"
+    # the run's folder: the whole config and a summary of every stage, with the final stage's best
+    assert load_config(tmp_path / "config.yaml")["stages"] == cfg["stages"]
+    top = json.loads((tmp_path / "summary.json").read_text())
+    assert set(top["stages"]) == {"encoder", "full"} and top["final_stage"] == "full"
+    assert top["best_miou"] == json.loads((tmp_path / "full" / "summary.json").read_text())["best_miou"] == out["best_miou"]
 
 
 def test_augmentations_and_multi_scale_crops_train(tmp_path):

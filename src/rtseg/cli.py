@@ -92,6 +92,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from rtseg.tasks import train
 
+    if args.print_config:
+        from rtseg.config import dump_config
+        from rtseg.tasks import resolved_config
+
+        print(dump_config(resolved_config(args.config, args.overrides)), end="")
+        return 0
     resume: bool | str = False if args.resume is None else True if args.resume == "" else args.resume
     summary = train(args.config, args.overrides, out=args.out, resume=resume, progress=not args.quiet)
     best, out = summary.get("best_miou"), summary["out_dir"]
@@ -99,6 +105,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"best validation mIoU {best:.4f}; checkpoints in {out}")
     else:
         print(f"done; checkpoints in {out}")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from rtseg.tasks import recipes
+
+    rows = recipes()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    short = [r["description"] if len(r["description"]) <= 100 else r["description"][:97].rstrip() + "..." for r in rows]
+    table = [(r["name"], r["model"], r["dataset"], str(r["stages"]), "/".join(map(str, r["epochs"])), d) for r, d in zip(rows, short)]
+    header = ("recipe", "model", "dataset", "stages", "epochs", "description")
+    widths = [max(len(row[i]) for row in [header, *table]) for i in range(5)]
+    for row in [header, tuple("-" * w for w in widths) + ("-----------",), *table]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5])
     return 0
 
 
@@ -177,7 +199,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options = BenchOptions(size=_size(args.size), device=args.device, threads=args.threads, batch=args.batch, warmup=args.warmup,
                            iters=args.iters, dtype=args.dtype, num_classes=args.num_classes, backend=args.backend, train=args.train,
                            optimize=_optimization(args), precision=args.precision)
-    records = bench(None if args.all else [args.model] if args.model else [], options, pattern=args.filter)
+    def progress(i: int, n: int, rec: dict[str, Any]) -> None:
+        timing = f"{rec['latency_ms_mean']:.1f} ms" if "latency_ms_mean" in rec else "done"
+        print(f"[{i}/{n}] {rec['model']}: {timing}", file=sys.stderr, flush=True)
+
+    records = bench(None if args.all else [args.model] if args.model else [], options, pattern=args.filter,
+                    on_record=progress if args.all and not args.quiet else None)
     if args.all:
         _print_bench_table(records, options.size, args)
     else:
@@ -202,6 +229,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from rtseg.tasks import export
 
+    if not args.quiet:  # exporting, calibrating and verifying take seconds to minutes: say what is running
+        steps = [f"exporting {args.model} to {args.format}"] + ([f"INT8 calibration on up to {args.calibration_count} images"] if args.int8 else [])
+        steps += [] if args.no_verify else ["verifying against PyTorch"]
+        print(", then ".join(steps) + " ...", file=sys.stderr, flush=True)
     rec = export(args.model, args.out, format=args.format, size=_size(args.size), trace_size=_size(args.trace_size), dynamic=args.dynamic,
                  argmax=args.argmax, opset=args.opset, via=args.via, weights=args.weights, num_classes=args.num_classes, verify=not args.no_verify,
                  int8=args.int8, calibration=args.calibration, calibration_count=args.calibration_count)
@@ -252,7 +283,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"models": cmd_models, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "demo": cmd_demo, "export": cmd_export,
-            "export-weights": cmd_export_weights, "predict": cmd_predict}
+            "export-weights": cmd_export_weights, "predict": cmd_predict, "recipes": cmd_recipes}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,7 +39,12 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("--out", help="output folder (default: the config's output.dir)")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT", help="resume from OUT/last.pt or the given checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--print-config", action="store_true", help="print the merged config (YAML, overrides applied) and exit without training")
     p.set_defaults(func=commands["train"])
+
+    p = sub.add_parser("recipes", help="list the packaged training recipes (model, dataset, stages, description)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=commands["recipes"])
 
     weights_help = "for a model name: a pretrained tag (rtseg models --pretrained), a URL or a local weights file"
     p = sub.add_parser("eval", help="evaluate a checkpoint or a model with weights")
@@ -80,6 +85,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default="torch",
                    help="run PyTorch, an ONNX export under ONNX Runtime or an OpenVINO IR (CPU)")
     p.add_argument("--train", action="store_true", help="time training steps (forward, fp32 loss, backward, Adam step) instead of inference")
+    p.add_argument("--quiet", action="store_true", help="with --all: no progress line per model on stderr")
     p.set_defaults(func=commands["bench"])
 
     p = sub.add_parser("demo", help="train a small model on synthetic scenes, evaluate, benchmark and predict")
@@ -107,6 +113,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
                    help="INT8 post-training quantization (needs --calibration): ONNX Runtime static QDQ for onnx, NNCF for openvino")
     p.add_argument("--calibration", help="with --int8: folder of calibration images (e.g. the dataset's train images)")
     p.add_argument("--calibration-count", type=int, default=32, help="with --int8: number of calibration images (default 32)")
+    p.add_argument("--quiet", action="store_true", help="no line on stderr saying what is running")
     p.set_defaults(func=commands["export"])
 
     p = sub.add_parser("export-weights", help="a publishable safetensors weights file, with its model card, from a training checkpoint")

@@ -66,20 +66,60 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _set_path(target: dict[str, Any], keys: list[str], value: Any) -> None:
+    """``target[k1][k2]...[kn] = value``, creating (or replacing non-mapping) levels on the way."""
+    for k in keys[:-1]:
+        if not isinstance(target.get(k), dict):
+            target[k] = {}
+        target = target[k]
+    target[keys[-1]] = copy.deepcopy(value)
+
+
+def _stage_index(config: dict[str, Any], key: str, item: str) -> int:
+    """The stage ``key`` names: its position (0-based) or its ``name``."""
+    stages = config.get("stages")
+    if not isinstance(stages, list) or not stages:
+        raise ConfigError(f"override {item!r}: this config has no stages")
+    names = [(s.get("name") if isinstance(s, dict) else None) or f"stage{i + 1}" for i, s in enumerate(stages)]
+    if key.isdigit() and int(key) < len(stages):
+        return int(key)
+    if key in names:
+        return names.index(key)
+    listing = ", ".join(f"{i} ({n})" for i, n in enumerate(names))
+    raise ConfigError(f"override {item!r}: no stage {key!r}; this config's stages are {listing} (by position or name)")
+
+
 def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` overrides (values parsed as YAML: ``train.epochs=3``, ``data.crop_size=[64,64]``)."""
+    """Apply ``section.key=value`` overrides (values parsed as YAML: ``train.epochs=3``, ``data.crop_size=[64,64]``).
+
+    In a staged config, ``stages.I.section.key=value`` (``I`` a stage's position from 0 or its name) sets the key in
+    that stage alone, and a plain ``section.key=value`` holds for every stage: it is set at the top of the config and
+    in every stage that sets anything in that section, so no stage's own value overrides the command line. Overrides
+    apply in order; a later one wins over an earlier one.
+    """
     config = copy.deepcopy(config)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=3)")
         dotted, text = item.split("=", 1)
         keys = dotted.strip().split(".")
+        value = _parse_value(text)
+        if keys[0] == "stages" and len(keys) > 1:
+            index = _stage_index(config, keys[1], item)
+            if len(keys) > 2:
+                _set_path(config["stages"][index], keys[2:], value)
+            elif isinstance(value, dict):
+                config["stages"][index] = value
+            else:
+                raise ConfigError(f"override {item!r}: a stage is a mapping of sections, e.g. {keys[0]}.{keys[1]}={{train: {{epochs: 1}}}}")
+            continue
         update: dict[str, Any] = {}
-        cursor = update
-        for k in keys[:-1]:
-            cursor = cursor.setdefault(k, {})
-        cursor[keys[-1]] = _parse_value(text)
-        config = merge_config(config, update, "", DEFAULTS if keys[0] not in ("stages",) else None)
+        _set_path(update, keys, value)
+        config = merge_config(config, update, "", DEFAULTS if keys[0] != "stages" else None)
+        if keys[0] != "stages" and isinstance(config.get("stages"), list):
+            for stage in config["stages"]:
+                if isinstance(stage, dict) and keys[0] in stage:
+                    _set_path(stage, keys, value)
     return config
 
 

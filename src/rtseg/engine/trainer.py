@@ -1,4 +1,4 @@
-"""Training loop and its state: config in, checkpoints and summary out, callbacks (loggers, a paper's schedule) around each epoch; resumable and deterministic per seed."""
+"""Training loop and its state: config in, checkpoints and summary out, callbacks (loggers, a paper's schedule) around each epoch; resumable and deterministic per seed; optional EMA of the weights (validated and saved as best) and training-only auxiliary heads."""
 from __future__ import annotations
 
 import copy
@@ -22,7 +22,8 @@ from rtseg.data.transforms import EvalTransform, TrainTransform
 from rtseg.engine.callbacks import Callback, CallbackList
 from rtseg.engine.distributed import DistributedContext
 from rtseg.engine.loggers import build_loggers, write_summary
-from rtseg.engine.losses import build_criterion
+from rtseg.engine.ema import ModelEMA
+from rtseg.engine.losses import DeepSupervisionLoss, build_criterion
 from rtseg.engine.optim import build_optimizer, build_schedule
 from rtseg.engine.precision import forward_loss, optimizer_step, prepare_model, resolve_precision
 from rtseg.engine.rng import restore_rng_state, rng_state, seed_everything
@@ -31,6 +32,7 @@ from rtseg.devices import resolve_device
 from rtseg.evaluation import EvalProtocol, evaluate_model, protocol_record
 from rtseg.data.transformed import TransformedDataset
 from rtseg.metrics import ConfusionMatrix
+from rtseg.models.aux_heads import build_aux_heads
 from rtseg.registry import create_model, get_entry
 from rtseg.errors import UserError
 
@@ -47,6 +49,10 @@ class Trainer:
     ``init_weights``: a checkpoint to start from (a previous stage's, see :mod:`rtseg.engine.stages`).
     ``callbacks``: :class:`~rtseg.engine.callbacks.Callback` objects called after the model's own and the
     configured loggers (:mod:`rtseg.engine.callbacks` lists the hooks).
+
+    ``self.model`` is the plain network (saved, validated unless EMA is on); ``self.net`` what the training step runs
+    (the network, or ``self.aux``, the :class:`~rtseg.models.aux_heads.AuxiliaryHeads` wrapper of ``model.aux_heads``,
+    under DDP when torchrun started the run); ``self.ema`` the :class:`~rtseg.engine.ema.ModelEMA` of ``train.ema``.
     """
 
     def __init__(
@@ -108,19 +114,34 @@ class Trainer:
             self.iters_per_epoch = min(self.iters_per_epoch, int(tcfg["max_iters_per_epoch"]))
         self.epochs = int(tcfg["epochs"])
 
-        # issue 15: rtseg.engine.ema.ModelEMA and rtseg.models.aux_heads.AuxiliaryHeads exist but are not wired in yet
-        if tcfg.get("ema") is not None or mcfg.get("aux_heads"):
-            raise ConfigError("train.ema and model.aux_heads are not yet supported by this trainer (issue 15); leave them unset")
         self.criterion = build_criterion(cfg["loss"], self.train_set.base, num_classes, self.out_dir).to(self.device)
         self.optimizer = build_optimizer(cfg["optimizer"], self.model)
+        # model.aux_heads: the network trains inside a wrapper that adds the heads' outputs in training mode;
+        # self.model stays the plain network (validation, checkpoints, exports), the heads are kept apart
+        try:
+            self.aux = build_aux_heads(self.model, mcfg, cfg["loss"], num_classes)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        trained: torch.nn.Module = self.model
+        if self.aux is not None:
+            self.aux.heads.to(self.device)
+            self.criterion = DeepSupervisionLoss(self.criterion, self.aux.aux_weights)
+            # the heads' own group, after the network's: lr_scale prefixes keep naming the network's parameters
+            self.optimizer.add_param_group({"params": list(self.aux.heads.parameters()), "lr_scale": 1.0})
+            trained = self.aux
         # DDP wraps after the optimizer is built: parameter names (lr_scale prefixes) stay those of the model
         try:
-            self.net = self.dist.wrap(self.model, self.device, bool(tcfg.get("sync_bn")))
+            self.net = self.dist.wrap(trained, self.device, bool(tcfg.get("sync_bn")))
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         self.schedule = build_schedule(cfg, self.epochs, self.iters_per_epoch)
-        prepare_model(self.model, self.precision)
+        prepare_model(trained, self.precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.grad_scaling)
+        # train.ema: the average starts from the prepared network (after SyncBN conversion and memory layout)
+        try:
+            self.ema = ModelEMA(self.model, tcfg["ema"]) if tcfg.get("ema") is not None else None
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
 
         self.start_epoch, self.iteration, self.best_miou, self.history = 0, 0, -math.inf, []
         if resume:
@@ -129,7 +150,14 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def _state(self, epoch: int) -> dict[str, Any]:
+        """Everything a resume needs beside the weights: the EMA average and the auxiliary heads when on."""
+        extra = {}
+        if self.ema is not None:
+            extra["ema"] = self.ema.state_dict()
+        if self.aux is not None:
+            extra["aux_heads"] = self.aux.heads.state_dict()
         return {
+            **extra,
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -145,7 +173,22 @@ class Trainer:
         if not path.is_file():
             raise TrainingError(f"cannot resume: {str(path)!r} does not exist (train without --resume, or name a checkpoint)")
         ckpt = load_checkpoint(path)
-        load_weights(self.model, ckpt["model_state"], strict=True)
+        for key, setting in (("ema", "train.ema"), ("aux_heads", "model.aux_heads")):
+            wanted = (self.ema if key == "ema" else self.aux) is not None
+            if wanted and key not in ckpt:
+                raise TrainingError(
+                    f"cannot resume from {str(path)!r} with {setting} set: the checkpoint was written without it; "
+                    f"resume with the run's own config ({setting} unset) or start a new run"
+                )
+        # best.pt of an EMA run holds the average as its weights and the trained weights apart
+        load_weights(self.model, ckpt.get("trained_model_state", ckpt["model_state"]), strict=True)
+        if self.ema is not None:
+            try:
+                self.ema.load_state_dict(ckpt["ema"])
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {exc}") from exc
+        if self.aux is not None:
+            self.aux.heads.load_state_dict(ckpt["aux_heads"], strict=True)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
         self.scaler.load_state_dict(ckpt["scaler"])
@@ -190,6 +233,8 @@ class Trainer:
                     f"{self.out_dir / 'last.pt'} still holds the last good epoch. Lower optimizer.lr or check the labels."
                 )
             optimizer_step(loss, self.optimizer, self.scaler)
+            if self.ema is not None:
+                self.ema.update(self.model)
             self.iteration += 1
             step_loss = loss.detach().float().cpu().reshape(1)
             if self.dist.enabled:  # log the mean over the processes: the loss of the global batch
@@ -203,11 +248,16 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         return {"train_loss": total_loss / max(seen, 1), "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": seen / max(elapsed, 1e-9), "epoch_s": elapsed}
 
+    @property
+    def evaluated_model(self) -> torch.nn.Module:
+        """The weights validation scores and best.pt holds: the EMA average when ``train.ema`` is on, else the network."""
+        return self.ema.module if self.ema is not None else self.model
+
     def validate(self) -> dict[str, Any]:
         loader = self._loader(self.val_set, False, 0)
         ecfg = self.config.get("eval") or {}
         protocol = EvalProtocol(ecfg.get("scales") or [1.0], ecfg.get("flip", False), ecfg.get("window"), ecfg.get("stride"))
-        cm = evaluate_model(self.model, loader, self.num_classes, self.device, self.classes.ignore_index, progress=self.progress, protocol=protocol)
+        cm = evaluate_model(self.evaluated_model, loader, self.num_classes, self.device, self.classes.ignore_index, progress=self.progress, protocol=protocol)
         if self.dist.enabled:  # each process scored its share of the images
             cm = ConfusionMatrix.from_counts(self.dist.sum_(cm.raw.clone()), cm.ignore_index)
         cats = CITYSCAPES_CATEGORIES if self.num_classes == 19 and self.classes.num_classes == 19 else None
@@ -240,8 +290,12 @@ class Trainer:
                 save_checkpoint(self.out_dir / "last.pt", self.model, **extra)
                 self.callbacks.call("on_checkpoint", self, epoch, self.out_dir / "last.pt")
                 if is_best:
-                    save_checkpoint(self.out_dir / "best.pt", self.model, **extra, metrics=last_metrics)
-                    save_weights(self.out_dir / "best.safetensors", self.model, self.model.rtseg_card)
+                    best = self.evaluated_model
+                    if best is not self.model:
+                        best.rtseg_card = self.model.rtseg_card
+                        extra["trained_model_state"] = self.model.state_dict()  # what --resume from best.pt continues
+                    save_checkpoint(self.out_dir / "best.pt", best, **extra, metrics=last_metrics)
+                    save_weights(self.out_dir / "best.safetensors", best, best.rtseg_card)
                     self.callbacks.call("on_checkpoint", self, epoch, self.out_dir / "best.pt")
             self.dist.barrier()  # no process runs ahead of a checkpoint being written
             if self.progress:

@@ -11,9 +11,10 @@ from rtseg.tasks._export import export, export_weights_file
 from rtseg.tasks.models import model_details, model_rows
 from rtseg.tasks._predict import predict
 from rtseg.tasks._train import train
+from rtseg.tasks._recipes import recipes, resolved_config
 from rtseg.tasks._demo import demo
 
 __all__ = [
     "evaluate", "bench", "bench_one", "BenchOptions", "predict", "export", "export_weights_file", "train", "demo",
-    "model_rows", "model_details", "Log", "Optimization",
+    "model_rows", "model_details", "Log", "Optimization", "recipes", "resolved_config",
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 
@@ -86,9 +86,11 @@ def bench_one(model: str | Path, options: BenchOptions = BenchOptions()) -> dict
     return record
 
 
-def bench(models: str | Path | list[str | Path] | None = None, options: BenchOptions = BenchOptions(), *, pattern: str | None = None) -> list[dict[str, Any]]:
+def bench(models: str | Path | list[str | Path] | None = None, options: BenchOptions = BenchOptions(), *, pattern: str | None = None,
+          on_record: Callable[[int, int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Records of ``models`` (one or a list; an empty list is an error), or of every registered model matching
-    ``pattern`` when ``models`` is None (``pattern`` None: all of them). Options are checked before any model is built."""
+    ``pattern`` when ``models`` is None (``pattern`` None: all of them). Options are checked before any model is built.
+    ``on_record(i, n, record)`` is called as each of the ``n`` records is made (progress of a long ``--all``)."""
     if models is None:
         names: list[str | Path] = list(list_models(pattern))
         if not names:
@@ -101,6 +103,8 @@ def bench(models: str | Path | list[str | Path] | None = None, options: BenchOpt
     records = []
     for name in names:
         records.append(bench_one(name, options))
+        if on_record is not None:
+            on_record(len(records), len(names), records[-1])
         if (models is None or isinstance(models, list)) and options.optimize is not None:
             # Every model's compiled graph starts from the same forward code: without a reset, the models after
             # the first few would exceed torch.compile's recompilation limit and silently run uncompiled.
