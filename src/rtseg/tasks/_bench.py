@@ -13,7 +13,9 @@ from rtseg.efficiency import COUNTED_OPERATIONS, count_flops, count_parameters, 
 from rtseg.errors import OptionError
 from rtseg.inference import load_model
 from rtseg.registry import list_models
+from rtseg.data.image_io import check_size
 from rtseg.tasks.common import Optimization, check_inference_precision, optimized
+from rtseg.tasks.options import check_count, check_device
 
 __all__ = ["BenchOptions", "bench", "bench_one"]
 
@@ -42,6 +44,13 @@ class BenchOptions:
 
     def check(self, model: str | Path = "") -> None:
         """Stop before any work on options that do not go together or a device that is not there."""
+        check_count(self.threads, "--threads")
+        check_count(self.batch, "--batch")
+        check_count(self.warmup, "--warmup", minimum=0)
+        check_count(self.iters, "--iters")
+        check_count(self.num_classes, "--num-classes")
+        check_size(self.size, "--size")
+        check_device(self.device)
         if self.dtype not in _DTYPES:
             raise OptionError(f"dtype {self.dtype!r} is not one of {', '.join(_DTYPES)}")
         openvino = self.backend == "openvino" or str(model).endswith(".xml")
@@ -89,6 +98,7 @@ def bench_one(model: str | Path, options: BenchOptions = BenchOptions()) -> dict
 def bench(models: str | Path | list[str | Path] | None = None, options: BenchOptions = BenchOptions(), *, pattern: str | None = None) -> list[dict[str, Any]]:
     """Records of ``models`` (one or a list; an empty list is an error), or of every registered model matching
     ``pattern`` when ``models`` is None (``pattern`` None: all of them). Options are checked before any model is built."""
+    options.check(models if isinstance(models, (str, Path)) else "")
     if models is None:
         names: list[str | Path] = list(list_models(pattern))
         if not names:
