@@ -19,10 +19,13 @@ from rtseg.devices import resolve_device
 from rtseg.evaluation import EvalProtocol, class_mapping, evaluate_model, protocol_record, read_class_map
 from rtseg.inference import load_model
 from rtseg.data.image_io import check_size
+from rtseg.errors import OptionError
 from rtseg.tasks.common import Log
 from rtseg.tasks.options import check_count, check_device, check_scales
 
-__all__ = ["evaluate", "eval_data_config"]
+__all__ = ["evaluate", "eval_data_config", "DATASETS"]
+
+DATASETS = ("synthetic", "cityscapes", "camvid", "folder")
 
 
 def eval_data_config(card_data: Mapping[str, Any] | None, *, dataset: str | None = None, root: str | Path | None = None, split: str = "val",
@@ -65,6 +68,8 @@ def evaluate(model: str | Path | nn.Module, *, weights: str | Path | None = None
     check_count(workers, "--workers", minimum=0)
     check_count(num_classes, "--num-classes")
     check_device(device)
+    if dataset is not None and dataset not in DATASETS:
+        raise OptionError(f"--data {dataset!r} is not one of {', '.join(DATASETS)}")
     if isinstance(class_map, (str, Path)):
         class_map = read_class_map(class_map)
     if not isinstance(model, nn.Module):
