@@ -98,7 +98,8 @@ def bench_one(model: str | Path, options: BenchOptions = BenchOptions()) -> dict
 def bench(models: str | Path | list[str | Path] | None = None, options: BenchOptions = BenchOptions(), *, pattern: str | None = None) -> list[dict[str, Any]]:
     """Records of ``models`` (one or a list; an empty list is an error), or of every registered model matching
     ``pattern`` when ``models`` is None (``pattern`` None: all of them). Options are checked before any model is built."""
-    options.check(models if isinstance(models, (str, Path)) else "")
+    given = [models] if isinstance(models, (str, Path)) else list(models or [])
+    options.check(given[0] if len(given) == 1 else "")  # before any model is listed or built
     if models is None:
         names: list[str | Path] = list(list_models(pattern))
         if not names:
@@ -107,7 +108,6 @@ def bench(models: str | Path | list[str | Path] | None = None, options: BenchOpt
         names = list(models) if isinstance(models, list) else [models]
     if not names or not all(names):
         raise OptionError("name a model (rtseg bench erfnet) or pass --all")
-    options.check(names[0] if len(names) == 1 else "")
     records = []
     for name in names:
         records.append(bench_one(name, options))
