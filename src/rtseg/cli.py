@@ -29,10 +29,16 @@ def _write_json(path: str | None, data: Any, what: str) -> None:
         print(f"{what} written to {out}")
 
 
-def _size(text: str | None):
+def _size(text: str | None, option: str = "--size"):
     from rtseg.inference import parse_size
 
-    return parse_size(text)
+    return parse_size(text, option)
+
+
+def _check_json_out(path: str | None) -> None:
+    from rtseg.tasks.options import check_output
+
+    check_output(path, "file", option="--json")
 
 
 def _optimization(args: argparse.Namespace):
@@ -99,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(dump_config(resolved_config(args.config, args.overrides)), end="")
         return 0
     resume: bool | str = False if args.resume is None else True if args.resume == "" else args.resume
-    summary = train(args.config, args.overrides, out=args.out, resume=resume, progress=not args.quiet)
+    summary = train(args.config, args.overrides, out=args.out, resume=resume, progress=not args.quiet, overwrite=args.overwrite)
     best, out = summary.get("best_miou"), summary["out_dir"]
     if best is not None and not (isinstance(best, float) and math.isinf(best)):
         print(f"best validation mIoU {best:.4f}; checkpoints in {out}")
@@ -143,7 +149,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rtseg.evaluation import EvalProtocol
     from rtseg.tasks import evaluate
 
-    protocol = EvalProtocol(_scales(args.scales), args.flip, _size(args.window), _size(args.stride))
+    _check_json_out(args.json)  # before the work, not after it
+    protocol = EvalProtocol(_scales(args.scales), args.flip, _size(args.window, "--window"), _size(args.stride, "--stride"))
     summary = evaluate(args.model, weights=args.weights, num_classes=args.num_classes, dataset=args.data, root=args.root, split=args.split,
                        size=_size(args.size), samples=args.samples, normalization=args.normalization, class_map=args.class_map,
                        protocol=protocol, device=args.device, workers=args.workers, progress=not args.quiet, log=_console())
@@ -196,6 +203,7 @@ def _print_bench_table(records: list[dict[str, Any]], size, args: argparse.Names
 def cmd_bench(args: argparse.Namespace) -> int:
     from rtseg.tasks import BenchOptions, bench
 
+    _check_json_out(args.json)
     options = BenchOptions(size=_size(args.size), device=args.device, threads=args.threads, batch=args.batch, warmup=args.warmup,
                            iters=args.iters, dtype=args.dtype, num_classes=args.num_classes, backend=args.backend, train=args.train,
                            optimize=_optimization(args), precision=args.precision)
@@ -233,7 +241,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         steps = [f"exporting {args.model} to {args.format}"] + ([f"INT8 calibration on up to {args.calibration_count} images"] if args.int8 else [])
         steps += [] if args.no_verify else ["verifying against PyTorch"]
         print(", then ".join(steps) + " ...", file=sys.stderr, flush=True)
-    rec = export(args.model, args.out, format=args.format, size=_size(args.size), trace_size=_size(args.trace_size), dynamic=args.dynamic,
+    rec = export(args.model, args.out, format=args.format, size=_size(args.size), trace_size=_size(args.trace_size, "--trace-size"), dynamic=args.dynamic,
                  argmax=args.argmax, opset=args.opset, via=args.via, weights=args.weights, num_classes=args.num_classes, verify=not args.no_verify,
                  int8=args.int8, calibration=args.calibration, calibration_count=args.calibration_count)
     if args.int8:

@@ -38,6 +38,8 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3 data.crop_size=[256,256]")
     p.add_argument("--out", help="output folder (default: the config's output.dir)")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT", help="resume from OUT/last.pt or the given checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start anew in an output folder that holds a run (its files are moved to OUT/.replaced-<time>/)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the merged config (YAML, overrides applied) and exit without training")
     p.set_defaults(func=commands["train"])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rtseg.errors import UserError
 
-__all__ = ["ChecksumError", "cache_dir", "sha256_of", "download", "resolve_weights", "is_url"]
+__all__ = ["ChecksumError", "DownloadError", "cache_dir", "sha256_of", "download", "resolve_weights", "is_url"]
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.")
 _CHUNK = 1 << 20
@@ -22,6 +22,15 @@ _CHUNK = 1 << 20
 
 class ChecksumError(UserError, ValueError):
     """Downloaded (or cached) bytes whose SHA-256 is not the expected one."""
+
+
+class DownloadError(UserError, OSError):
+    """A file that could not be fetched (no network, a proxy, a dead link); names the URL and where to place it."""
+
+    def __init__(self, url: str, target: Path, reason: object, hint: str = ""):
+        self.url, self.target, self.reason = url, target, reason
+        super().__init__(f"cannot download {url} ({reason}); without network, fetch that file elsewhere and place it at "
+                         f"{target} (the cache folder; $RTSEG_CACHE moves it), then run again{hint}")
 
 
 def cache_dir() -> Path:
@@ -86,8 +95,9 @@ def download(url: str, *, sha256: str | None = None, cache: str | os.PathLike | 
             got = str(exc).rsplit('got "', 1)[-1].rstrip('")')
             raise ChecksumError(f"download of {url}: SHA-256 {got} does not match the expected {expected}") from None
         raise
-    except OSError as exc:
-        raise OSError(f"cannot download {url}: {exc}") from exc
+    except OSError as exc:  # URLError (no network, DNS, proxy), a refused connection, a timeout
+        target.unlink(missing_ok=True)
+        raise DownloadError(url, target, getattr(exc, "reason", None) or exc) from exc
     return target
 
 

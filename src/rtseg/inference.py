@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from rtseg.card import card_of
-from rtseg.data.datasets import read_image
+from rtseg.data.image_io import check_size, image_to_rgb, read_image
 from rtseg.data.labels import ClassInfo, colorize
 from rtseg.data.normalization import get_normalization
 from rtseg.errors import OptionError
@@ -21,17 +21,15 @@ from rtseg.registry import create_model
 __all__ = ["load_model", "predict", "predict_logits", "overlay", "parse_size", "classes_for"]
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """``"512x1024"`` (height x width) -> ``(512, 1024)``."""
+def parse_size(text: str | None, option: str = "--size") -> tuple[int, int] | None:
+    """``"512x1024"`` (height x width) -> ``(512, 1024)``; each side within 1..MAX_SIDE (:func:`check_size`)."""
     if text is None:
         return None
     try:
         h, w = (int(v) for v in str(text).lower().split("x"))
-        if h < 1 or w < 1:
-            raise ValueError
-        return h, w
     except ValueError:
-        raise OptionError(f"size {text!r} is not HEIGHTxWIDTH with positive integers (e.g. 512x1024)") from None
+        raise OptionError(f"{option} {text!r} is not HEIGHTxWIDTH with positive integers (e.g. 512x1024)") from None
+    return check_size((h, w), option=option)
 
 
 def load_model(spec: str | Path, weights: str | Path | None = None, num_classes: int | None = None, **options: Any) -> nn.Module:
@@ -69,16 +67,22 @@ def _as_rgb(image: Any) -> np.ndarray:
     if isinstance(image, (str, Path)):
         return read_image(image)
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return image_to_rgb(image)  # 16-bit, float and EXIF-rotated images as read_image gives them
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ValueError(f"expected an H x W x 3 uint8 RGB image, got an array of shape {arr.shape} and dtype {arr.dtype}")
     return arr
 
 
+# Largest label map (pixels) the arg-max is taken at: logits of a larger image are upsampled only to this many pixels,
+# and the label map is then resized (nearest) to the full image. 16 MP of 19-class float logits is ~1.2 GB; an 8000 x
+# 8000 photo at full size would need 4.9 GB for the logits alone.
+MAX_ARGMAX_PIXELS = 16_000_000
+
+
 @torch.inference_mode()
-def predict_logits(model: nn.Module, image: Any, size: tuple[int, int] | None = None, normalization: str | None = None) -> torch.Tensor:
-    """Logits ``C x H x W`` at the image's own resolution (the input is resized to ``size`` first if given)."""
+def _model_logits(model: nn.Module, image: Any, size: tuple[int, int] | None, normalization: str | None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(logits ``1 x C x h x w`` at the model's output resolution, the image's ``(H, W)``)."""
     rgb = _as_rgb(image)
     norm = get_normalization(normalization or card_of(model).normalization)
     x = norm(rgb)[None]
@@ -90,18 +94,45 @@ def predict_logits(model: nn.Module, image: Any, size: tuple[int, int] | None = 
     model.eval()
     logits = model(x)
     model.train(was_training)
-    logits = resize_to(logits, rgb.shape[:2])
-    return logits[0]
+    return logits, tuple(rgb.shape[:2])
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, image: Any, size: tuple[int, int] | None = None, normalization: str | None = None) -> torch.Tensor:
+    """Logits ``C x H x W`` at the image's own resolution (the input is resized to ``size`` first if given)."""
+    logits, hw = _model_logits(model, image, size, normalization)
+    return resize_to(logits, hw)[0]
+
+
+def bounded_argmax(logits: torch.Tensor, hw: tuple[int, int], max_pixels: int | None = None) -> torch.Tensor:
+    """The ``H x W`` uint8 label map of ``logits`` (``1 x C x h x w``) for an image of size ``hw``, in bounded memory.
+
+    Up to ``max_pixels`` (default :data:`MAX_ARGMAX_PIXELS`) the logits are upsampled bilinearly to ``hw`` and the
+    arg-max is taken there, exactly as before. For a larger image they are upsampled only to the largest size of the
+    same aspect within ``max_pixels``, the arg-max is taken at that size and the label map is resized to ``hw`` by
+    nearest neighbour: memory stays that of ``max_pixels`` logits plus one byte per image pixel, and class borders are
+    placed to within ``sqrt(H * W / max_pixels)`` pixels.
+    """
+    max_pixels = MAX_ARGMAX_PIXELS if max_pixels is None else max_pixels
+    h, w = hw
+    if h * w <= max_pixels:
+        return resize_to(logits, hw).argmax(1)[0].to(torch.uint8)
+    scale = (max_pixels / (h * w)) ** 0.5
+    mid = (max(1, min(h, int(h * scale))), max(1, min(w, int(w * scale))))
+    labels = resize_to(logits, mid).argmax(1).to(torch.uint8)
+    return F.interpolate(labels[None], size=hw, mode="nearest")[0, 0]
 
 
 def predict(model: nn.Module | str, image: Any, size: tuple[int, int] | None = None, normalization: str | None = None) -> np.ndarray:
     """The ``H x W`` label map (uint8 class indices) a model predicts for an image (path, PIL image or RGB array).
 
-    The model's own normalisation preset is applied; ``model`` may also be a registered name.
+    The model's own normalisation preset is applied; ``model`` may also be a registered name. The arg-max is taken at
+    a bounded resolution for very large images (:func:`bounded_argmax`), so memory does not grow with C x H x W.
     """
     if isinstance(model, str):
         model = load_model(model)
-    return predict_logits(model, image, size, normalization).argmax(0).to(torch.uint8).cpu().numpy()
+    logits, hw = _model_logits(model, image, size, normalization)
+    return bounded_argmax(logits, hw).cpu().numpy()
 
 
 def overlay(image: np.ndarray, label_map: np.ndarray, palette, alpha: float = 0.5) -> np.ndarray:

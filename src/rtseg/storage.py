@@ -26,6 +26,9 @@ DISK_ERRNOS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", e
 class WriteError(UserError, OSError):
     """A write refused by the disk (full, read-only, no permission); an ``OSError`` so existing handlers still see it."""
 
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno 28]" prefix
+        return str(self.strerror) if self.strerror else super().__str__()
+
 
 class OutputError(UserError, ValueError):
     """An output path that cannot be written as asked, found before any work."""
@@ -74,7 +77,7 @@ def _nearest_existing(path: Path) -> Path:
     return p
 
 
-def _probe(folder: Path, target: Path) -> None:
+def _probe(folder: Path, target: Path, option: str = "--out") -> None:
     """Create and remove a file in ``folder``: the only test that also holds for root and read-only mounts."""
     try:
         fd, tmp = tempfile.mkstemp(prefix=".rtseg-write-check.", suffix=".tmp", dir=folder)
@@ -82,7 +85,8 @@ def _probe(folder: Path, target: Path) -> None:
         os.unlink(tmp)
     except OSError as exc:
         reason = DISK_ERRNOS.get(exc.errno, exc.strerror or str(exc))
-        raise OutputError(f"cannot write {str(target)!r}: {str(folder)!r} is not writable ({reason})") from exc
+        raise OutputError(f"{option} {str(target)!r} cannot be written: {str(folder)!r} is not writable ({reason}); "
+                          f"choose a writable location") from exc
 
 
 def check_writable(path: str | os.PathLike, *, kind: Literal["file", "dir"] = "file", overwrite: bool = False, option: str = "--out") -> Path:
@@ -100,7 +104,7 @@ def check_writable(path: str | os.PathLike, *, kind: Literal["file", "dir"] = "f
     if kind == "dir":
         if path.exists() and not path.is_dir():
             raise OutputError(f"{option} {str(path)!r} is an existing file; a folder is needed here")
-        _probe(anchor, path)
+        _probe(anchor, path, option)
     elif kind == "file":
         if path.is_dir():
             raise OutputError(f"{option} {str(path)!r} is an existing folder; a file name is needed here")
@@ -108,7 +112,7 @@ def check_writable(path: str | os.PathLike, *, kind: Literal["file", "dir"] = "f
             raise OutputError(f"{option} {str(path)!r} already exists; remove it, choose another name, or pass --overwrite")
         if path.exists() and not os.access(path, os.W_OK):
             raise OutputError(f"{option} {str(path)!r} exists and is read-only; a writable path is needed")
-        _probe(path.parent if path.exists() else anchor, path)
+        _probe(path.parent if path.exists() else anchor, path, option)
     else:
         raise ValueError(f"kind must be 'file' or 'dir', got {kind!r}")
     return path

@@ -187,4 +187,6 @@ def _json_default(obj):
 
 def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
     """``summary.json``, indented; values JSON cannot hold (paths, dtypes) are written as their text."""
-    Path(path).write_text(json.dumps(summary, indent=2, default=_json_default))
+    from rtseg.storage import atomic_write_text
+
+    atomic_write_text(path, json.dumps(summary, indent=2, default=_json_default))

@@ -35,6 +35,7 @@ from rtseg.metrics import ConfusionMatrix
 from rtseg.models.aux_heads import build_aux_heads
 from rtseg.registry import create_model, get_entry
 from rtseg.errors import UserError
+from rtseg.storage import atomic_write_text
 
 __all__ = ["Trainer", "TrainingError", "train"]
 
@@ -267,7 +268,7 @@ class Trainer:
         main = self.dist.is_main  # only the first process writes files
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.yaml").write_text(dump_config(self.config))
+            atomic_write_text(self.out_dir / "config.yaml", dump_config(self.config))
         self.callbacks.call("on_train_start", self)
         val_every = max(1, int(self.config["train"]["val_every"]))
         last_metrics: dict[str, Any] = {}
@@ -336,20 +337,57 @@ class Trainer:
         return card_of(self.model).replace(training=training, metrics=scores)
 
 
+def _is_writer() -> bool:
+    """The process that writes the run's files: rank 0 of a torchrun job, or the only process."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _run_files_exist(out: Path) -> bool:
+    from rtseg.engine.run_dir import existing_run_files
+
+    return out.is_dir() and bool(existing_run_files(out))
+
+
 def train(
     config: dict[str, Any], out_dir: str | Path | None = None, resume: bool | str | Path = False, progress: bool = True,
-    callbacks: Iterable[Callback] = (),
+    callbacks: Iterable[Callback] = (), overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run a config, with its ``stages`` in order when it has them (each stage starts from the previous one's weights).
 
+    Before any work the config is validated (:func:`rtseg.config_schema.validate_config`, also for configs built in
+    Python) and the writing process takes the run folder (:func:`rtseg.engine.run_dir.prepare_run_dir`): a folder
+    holding a run is refused unless ``resume`` (continue it) or ``overwrite`` (move it aside and start anew); a second
+    run into the same folder fails at once; ``resume`` of a run that finished all its epochs returns its summary and
+    writes nothing. ``resume`` may also name a checkpoint to continue from (into a new folder or the run's own).
     ``callbacks`` go to every stage's :class:`Trainer` (each stage calls ``on_train_start`` ... ``on_train_end``).
     """
+    from rtseg.config_schema import validate_config
+    from rtseg.engine.run_dir import prepare_run_dir
+
+    validate_config(config)
     out = Path(out_dir or config["output"]["dir"].format(recipe=config.get("recipe") or "run"))
     callbacks = list(callbacks)
-    if not config.get("stages"):
-        return Trainer(config, out, resume=resume, progress=progress, callbacks=callbacks).run()
+    run_dir = None
+    if _is_writer():
+        # --resume CHECKPOINT into a new folder starts that folder anew from the checkpoint
+        continue_folder = bool(resume) and (resume is True or _run_files_exist(out))
+        run_dir = prepare_run_dir(out, resume=continue_folder, overwrite=overwrite)
+        if run_dir.state == "finished" and not config.get("stages"):
+            done = run_dir.summary or {}
+            if int(done.get("epochs") or 0) >= int(config["train"]["epochs"]):
+                run_dir.release()
+                done.setdefault("out_dir", str(out))
+                return done  # nothing left to train: the finished run's records stay as they are
+    try:
+        if not config.get("stages"):
+            return Trainer(config, out, resume=resume, progress=progress, callbacks=callbacks).run()
 
-    def run_stage(stage_cfg: dict[str, Any], stage_dir: Path, stage_resume: bool, previous: Path | None) -> dict[str, Any]:
-        return Trainer(stage_cfg, stage_dir, resume=stage_resume, progress=progress, init_weights=previous, callbacks=callbacks).run()
+        def run_stage(stage_cfg: dict[str, Any], stage_dir: Path, stage_resume: bool, previous: Path | None) -> dict[str, Any]:
+            return Trainer(stage_cfg, stage_dir, resume=stage_resume, progress=progress, init_weights=previous, callbacks=callbacks).run()
 
-    return run_stages(config, out, run_stage, resume=bool(resume), progress=progress)
+        return run_stages(config, out, run_stage, resume=bool(resume), progress=progress)
+    finally:
+        if run_dir is not None:
+            run_dir.release()

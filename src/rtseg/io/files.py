@@ -66,6 +66,11 @@ def load_file(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
+        if "Weights only load failed" in str(exc):
+            raise CheckpointError(
+                f"{str(path)!r} holds Python objects besides tensors and plain data; rtseg never unpickles those (they can "
+                f"run code). Load only weights files from a source you trust, saved as state dicts or .safetensors"
+            ) from None
         raise CheckpointError(
             f"{str(path)!r} is not a readable PyTorch weights file (truncated, corrupt, or not saved with torch.save): "
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -13,7 +13,9 @@ from rtseg.efficiency import COUNTED_OPERATIONS, count_flops, count_parameters, 
 from rtseg.errors import OptionError
 from rtseg.inference import load_model
 from rtseg.registry import list_models
+from rtseg.data.image_io import check_size
 from rtseg.tasks.common import Optimization, check_inference_precision, optimized
+from rtseg.tasks.options import check_count, check_device
 
 __all__ = ["BenchOptions", "bench", "bench_one"]
 
@@ -42,6 +44,13 @@ class BenchOptions:
 
     def check(self, model: str | Path = "") -> None:
         """Stop before any work on options that do not go together or a device that is not there."""
+        check_count(self.threads, "--threads")
+        check_count(self.batch, "--batch")
+        check_count(self.warmup, "--warmup", minimum=0)
+        check_count(self.iters, "--iters")
+        check_count(self.num_classes, "--num-classes")
+        check_size(self.size, "--size")
+        check_device(self.device)
         if self.dtype not in _DTYPES:
             raise OptionError(f"dtype {self.dtype!r} is not one of {', '.join(_DTYPES)}")
         openvino = self.backend == "openvino" or str(model).endswith(".xml")
@@ -91,6 +100,8 @@ def bench(models: str | Path | list[str | Path] | None = None, options: BenchOpt
     """Records of ``models`` (one or a list; an empty list is an error), or of every registered model matching
     ``pattern`` when ``models`` is None (``pattern`` None: all of them). Options are checked before any model is built.
     ``on_record(i, n, record)`` is called as each of the ``n`` records is made (progress of a long ``--all``)."""
+    given = [models] if isinstance(models, (str, Path)) else list(models or [])
+    options.check(given[0] if len(given) == 1 else "")  # before any model is listed or built
     if models is None:
         names: list[str | Path] = list(list_models(pattern))
         if not names:
@@ -99,7 +110,6 @@ def bench(models: str | Path | list[str | Path] | None = None, options: BenchOpt
         names = list(models) if isinstance(models, list) else [models]
     if not names or not all(names):
         raise OptionError("name a model (rtseg bench erfnet) or pass --all")
-    options.check(names[0] if len(names) == 1 else "")
     records = []
     for name in names:
         records.append(bench_one(name, options))

@@ -18,9 +18,14 @@ from rtseg.data.transforms import EvalTransform
 from rtseg.devices import resolve_device
 from rtseg.evaluation import EvalProtocol, class_mapping, evaluate_model, protocol_record, read_class_map
 from rtseg.inference import load_model
+from rtseg.data.image_io import check_size
+from rtseg.errors import OptionError
 from rtseg.tasks.common import Log
+from rtseg.tasks.options import check_count, check_device, check_scales
 
-__all__ = ["evaluate", "eval_data_config"]
+__all__ = ["evaluate", "eval_data_config", "DATASETS"]
+
+DATASETS = ("synthetic", "cityscapes", "camvid", "folder")
 
 
 def eval_data_config(card_data: Mapping[str, Any] | None, *, dataset: str | None = None, root: str | Path | None = None, split: str = "val",
@@ -52,6 +57,19 @@ def evaluate(model: str | Path | nn.Module, *, weights: str | Path | None = None
     model's classes are matched to the dataset's before any work (``class_map``, a mapping or a YAML file of one, maps
     model class names to dataset class names).
     """
+    protocol = protocol or EvalProtocol()
+    check_scales(protocol.scales)
+    if protocol.window:
+        check_size(protocol.window, "--window")
+        check_size(protocol.stride, "--stride")
+    if size is not None:
+        check_size(size, "--size")
+    check_count(samples, "--samples")
+    check_count(workers, "--workers", minimum=0)
+    check_count(num_classes, "--num-classes")
+    check_device(device)
+    if dataset is not None and dataset not in DATASETS:
+        raise OptionError(f"--data {dataset!r} is not one of {', '.join(DATASETS)}")
     if isinstance(class_map, (str, Path)):
         class_map = read_class_map(class_map)
     if not isinstance(model, nn.Module):
@@ -67,7 +85,6 @@ def evaluate(model: str | Path | nn.Module, *, weights: str | Path | None = None
     if card.classes is None and class_map is None:
         log.note(f"note: {name} names no classes (untrained or a bare state dict); its {card.num_outputs} outputs are scored as "
                  f"the dataset's classes in order")
-    protocol = protocol or EvalProtocol()
     norm = get_normalization(normalization or card.normalization)
     target = resolve_device(device)
     model.to(target)

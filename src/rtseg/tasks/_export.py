@@ -6,8 +6,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
+from rtseg.data.image_io import check_size
 from rtseg.errors import OptionError
 from rtseg.inference import load_model
+from rtseg.tasks.options import check_count, check_format_suffix, check_opset, check_output
 
 __all__ = ["export", "export_path", "export_weights_file"]
 
@@ -17,7 +19,9 @@ _SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}
 
 def _check(format: str, size: tuple[int, int] | None, dynamic: bool, int8: bool, calibration: str | Path | None) -> None:
     if format not in _SUFFIX:
-        raise OptionError(f"format {format!r} is not one of {', '.join(_SUFFIX)}")
+        raise OptionError(f"--format {format!r} is not one of {', '.join(_SUFFIX)}")
+    if size is not None:
+        check_size(size, "--size")
     if dynamic and size:
         raise OptionError("--size and --dynamic exclude each other: a dynamic export has no fixed size (--size only sets the traced one with --trace-size)")
     if dynamic and format == "torchscript":
@@ -43,9 +47,18 @@ def export(model: str | Path, out: str | Path | None = None, *, format: Format =
     images in ``calibration``. Returns the export record with ``out``, ``format``, ``input_size`` and, for int8,
     ``calibration_images`` added."""
     _check(format, size, dynamic, int8, calibration)
+    check_size(trace_size, "--trace-size")
+    if format == "onnx" or (format == "openvino" and via == "onnx"):
+        check_opset(opset)
+    check_count(calibration_count, "--calibration-count")
+    check_count(num_classes, "--num-classes")
+    if int8 and not Path(calibration).is_dir():
+        raise OptionError(f"--calibration {str(calibration)!r} is not a folder of images")
+    check_format_suffix(format, out, _SUFFIX)
+    out = Path(out) if out else export_path(model, format, size or trace_size, dynamic, argmax)
+    check_output(out, "file")  # an existing file is replaced, as asked; a folder or a read-only place is refused now
     net = load_model(model, weights=weights, num_classes=num_classes)
     size = size or trace_size
-    out = Path(out) if out else export_path(model, format, size, dynamic, argmax)
     if format == "onnx":
         from rtseg.deploy.onnx_export import export_onnx
 
@@ -83,5 +96,6 @@ def export_weights_file(checkpoint: str | Path, out: str | Path | None = None, *
     from rtseg.hub import sha256_of
 
     out = Path(out) if out else Path(checkpoint).with_suffix(".safetensors")
+    check_output(out, "file")
     export_weights(checkpoint, out, half=half, license=license, source=source)
     return {"out": str(out), "bytes": out.stat().st_size, "sha256": sha256_of(out), "card": read_card(out), "half": half}

@@ -1,7 +1,9 @@
 """Task: colourised masks and overlays (or label maps) for image files, folders, videos and frame patterns."""
 from __future__ import annotations
 
+import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
@@ -10,12 +12,14 @@ from PIL import Image
 
 from rtseg.card import ModelCard, card_of
 from rtseg.data.datasets import IMAGE_SUFFIXES, DatasetError, read_image
+from rtseg.data.image_io import check_size
 from rtseg.data.labels import CITYSCAPES_CLASSES, colorize, train_ids_to_label_ids
 from rtseg.deploy.video import VideoError, is_stream, predict_video
 from rtseg.errors import OptionError
 from rtseg.inference import load_model, overlay
 from rtseg.inference import predict as predict_labels
 from rtseg.tasks.common import Log, Optimization, check_inference_precision, optimized
+from rtseg.tasks.options import check_count, check_number, check_output
 
 __all__ = ["predict", "segmenter", "collect_inputs"]
 
@@ -23,20 +27,39 @@ Backend = Literal["torch", "onnxruntime", "openvino"]
 
 
 def collect_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
-    """(image files, errors): folders are searched recursively for images; a missing path is an error, not a stop."""
-    files, errors = [], []
+    """(image files, errors): folders are searched recursively for images; a missing path is an error, not a stop.
+    A file named twice (itself and through its folder) is listed once."""
+    files, errors, seen = [], [], set()
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 errors.append(f"{item}: folder contains no images ({', '.join(IMAGE_SUFFIXES)})")
-            files += found
         elif p.is_file():
-            files.append(p)
+            found = [p]
         else:
             errors.append(f"{item}: no such file or folder")
+            found = []
+        for f in found:
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(f)
     return files, errors
+
+
+def output_names(files: Sequence[Path]) -> dict[Path, str]:
+    """A distinct output name (without suffix, ``/``-separated) for each input file, so that no prediction overwrites
+    another: the file's path below the inputs' common folder without its extension (``sub/a.png`` -> ``sub/a``); files
+    that would still share a name (``a.png`` and ``a.jpg``) all keep their extension (``a.png``, ``a.jpg``)."""
+    if not files:
+        return {}
+    resolved = {f: f.resolve() for f in files}
+    root = Path(os.path.commonpath([str(r.parent) for r in resolved.values()]))
+    stems = {f: r.relative_to(root).with_suffix("").as_posix() for f, r in resolved.items()}
+    counts = Counter(stems.values())
+    return {f: (resolved[f].relative_to(root).as_posix() if counts[stem] > 1 else stem) for f, stem in stems.items()}
 
 
 def segmenter(model: str | Path, *, weights: str | Path | None = None, num_classes: int | None = None, size: tuple[int, int] | None = None,
@@ -90,11 +113,19 @@ def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
             size: tuple[int, int] | None = None, alpha: float = 0.5, save_labels: bool = False, as_video: bool = False, fps: float | None = None,
             threads: int | None = None, backend: Backend = "torch", optimize: Optimization | None = None, precision: str | None = None,
             format_for_server: bool = False, log: Log = Log()) -> dict[str, Any]:
-    """Writes ``NAME_mask.png`` and ``NAME_overlay.png`` (and ``NAME_labels.png`` with ``save_labels``) per image,
+    """Writes ``NAME_mask.png`` and ``NAME_overlay.png`` (and ``NAME_labels.png`` with ``save_labels``) per image
+    (``NAME`` from :func:`output_names`: distinct for every input, keeping subfolders below the inputs' common folder),
     ``NAME_overlay.mp4`` per video, frame pattern or (``as_video``) the image list, into ``out``; with
     ``format_for_server`` only Cityscapes labelId PNGs named like the inputs. An input that fails is reported through
     ``log.error`` and listed in the result; the others go on. Returns ``{"written": N, "errors": [...], "videos": [...]}``."""
     check_inference_precision(precision, optimize=optimize is not None, openvino=backend == "openvino" or str(model).endswith(".xml"))
+    check_count(threads, "--threads")
+    check_count(num_classes, "--num-classes")
+    check_number(alpha, "--alpha", 0, 1)
+    check_number(fps, "--fps", 0, 1000, lo_open=True)
+    if size is not None:
+        check_size(size, "--size")
+    check_output(out, "dir")
     if threads:
         import torch
 
@@ -113,11 +144,14 @@ def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
     if as_video and files:
         streams.append(files)
         files = []
-    written, videos = 0, []
+    written, videos, video_names = 0, [], Counter()
     for stream in streams:
         is_list = isinstance(stream, list)
+        name = _stream_name(stream)
+        video_names[name] += 1
+        name = name if video_names[name] == 1 else f"{name}-{video_names[name]}"  # two videos of one name both kept
         try:
-            rec = predict_video(segment, "image list" if is_list else stream, out / f"{_stream_name(stream)}_overlay.mp4", palette, alpha,
+            rec = predict_video(segment, "image list" if is_list else stream, out / f"{name}_overlay.mp4", palette, alpha,
                                 frames=stream if is_list else None, fps=fps)
         except VideoError as exc:
             errors.append(str(exc))
@@ -127,6 +161,7 @@ def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
                  f"(decode overlapped with inference; pre-process + inference + post-process alone {rec['fps_segment_only']:.2f} FPS)")
         videos.append(rec)
         written += 1
+    names = output_names(files)
     for f in files:
         try:
             image = read_image(f)
@@ -135,13 +170,15 @@ def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
             log.error(str(exc))
             continue
         label_map = segment(image)
+        base = out / names[f]
+        base.parent.mkdir(parents=True, exist_ok=True)
         if format_for_server:
             # the official evaluation's naming: CITY_SEQ_FRAME_leftImg8bit.png holding labelIds
-            Image.fromarray(train_ids_to_label_ids(label_map)).save(out / f"{f.stem}.png")
+            Image.fromarray(train_ids_to_label_ids(label_map)).save(f"{base}.png")
         else:
-            Image.fromarray(colorize(label_map, palette)).save(out / f"{f.stem}_mask.png")
-            Image.fromarray(overlay(image, label_map, palette, alpha)).save(out / f"{f.stem}_overlay.png")
+            Image.fromarray(colorize(label_map, palette)).save(f"{base}_mask.png")
+            Image.fromarray(overlay(image, label_map, palette, alpha)).save(f"{base}_overlay.png")
             if save_labels:
-                Image.fromarray(label_map.astype(np.uint8)).save(out / f"{f.stem}_labels.png")
+                Image.fromarray(label_map.astype(np.uint8)).save(f"{base}_labels.png")
         written += 1
     return {"written": written, "errors": errors, "videos": videos, "out": str(out)}

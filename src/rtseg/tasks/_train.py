@@ -15,10 +15,11 @@ def output_dir(config: Mapping[str, Any]) -> Path:
 
 
 def train(config: str | Path | Mapping[str, Any], overrides: Sequence[str] = (), *, out: str | Path | None = None,
-          resume: bool | str | Path = False, progress: bool = True) -> dict[str, Any]:
+          resume: bool | str | Path = False, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Trains ``config`` (a YAML file, a recipe name, or a loaded config) with ``key=value`` ``overrides`` and returns
     the run's summary with ``out_dir`` set. ``resume``: True continues from ``out/last.pt``, a path from that
-    checkpoint."""
+    checkpoint. A folder that already holds a run is refused unless ``resume`` or ``overwrite`` (the old run is moved
+    to a ``.replaced-<time>`` subfolder); see :func:`rtseg.engine.trainer.train`."""
     from rtseg.engine.trainer import train as run_training
 
     if isinstance(config, Mapping):
@@ -30,6 +31,6 @@ def train(config: str | Path | Mapping[str, Any], overrides: Sequence[str] = (),
     else:
         loaded = load_config(config, list(overrides))
     out_path = Path(out) if out else output_dir(loaded)
-    summary = run_training(loaded, out_path, resume=resume, progress=progress)
+    summary = run_training(loaded, out_path, resume=resume, progress=progress, overwrite=overwrite)
     summary.setdefault("out_dir", str(out_path))
     return summary

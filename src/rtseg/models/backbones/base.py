@@ -230,7 +230,11 @@ class Backbone(nn.Module):
         if str(source) == "imagenet":
             if not self.imagenet_url:
                 raise ValueError(f"{type(self).__name__} has no known ImageNet weights URL; pass a path or URL")
-            source = self.imagenet_url
+            try:
+                return hub.resolve_weights(self.imagenet_url, sha256=sha256, progress=progress)
+            except hub.DownloadError as exc:
+                raise hub.DownloadError(exc.url, exc.target, exc.reason, f"; or train without these ImageNet weights of "
+                                        f"{type(self).__name__}: model.options.pretrained=null") from exc.__cause__
         return hub.resolve_weights(source, sha256=sha256, progress=progress)
 
     def _load_darknet(self, path, strict: bool) -> dict[str, list[str]]:
