@@ -9,6 +9,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from rtseg.cli_format import (
+    print_bench_record, print_bench_table, print_metrics_table, print_model_details, print_model_rows, print_recipes,
+)
 from rtseg.cli_parser import build_parser
 
 __all__ = ["main"]
@@ -69,28 +72,13 @@ def cmd_models(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(details, indent=2, default=repr))
             return 0
-        print(f"{details['name']}: {details['paper']}")
-        if details["description"]:
-            print(details["description"])
-        print(f"parameters     {details['params']:,} (at {models.TABLE_CLASSES} classes)")
-        print(f"normalization  {details['normalization']}")
-        print(f"defaults       {', '.join(f'{k}={v!r}' for k, v in details['defaults'].items()) or '(the builder defaults)'}")
-        print("options:")
-        for o in details["options"]:
-            allowed = f"one of {', '.join(map(repr, o['choices']))}" if o["choices"] else o["type"] or "any"
-            print(f"  {o['name']:<22} {allowed:<44}  default {o['default']!r}")
+        print_model_details(details)
         return 0
     rows = models.model_rows(args.filter)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    table = [(r["name"], r["paper"], f"{r['params']:,}") for r in rows]
-    header = ("model", "paper", f"params ({models.TABLE_CLASSES} classes)")
-    widths = [max(len(r[i]) for r in table + [header]) for i in range(3)]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    print("  ".join("-" * w for w in widths))
-    for r in table:
-        print(f"{r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  {r[2].rjust(widths[2])}")
+    print_model_rows(rows)
     return 0
 
 
@@ -121,30 +109,11 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    short = [r["description"] if len(r["description"]) <= 100 else r["description"][:97].rstrip() + "..." for r in rows]
-    table = [(r["name"], r["model"], r["dataset"], str(r["stages"]), "/".join(map(str, r["epochs"])), d) for r, d in zip(rows, short)]
-    header = ("recipe", "model", "dataset", "stages", "epochs", "description")
-    widths = [max(len(row[i]) for row in [header, *table]) for i in range(5)]
-    for row in [header, tuple("-" * w for w in widths) + ("-----------",), *table]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5])
+    print_recipes(rows)
     return 0
 
 
 # -- eval -----------------------------------------------------------------------------------
-def _print_metrics_table(summary: dict[str, Any]) -> None:
-    print(f"{'class':<16} {'IoU':>8}")
-    for name, v in summary["per_class_iou"].items():
-        print(f"{name:<16} {('   n/a' if v is None else f'{v:8.4f}'):>8}")
-    print("-" * 25)
-    print(f"{'mIoU':<16} {summary['miou']:8.4f}")
-    if "category_miou" in summary:
-        print(f"{'category mIoU':<16} {summary['category_miou']:8.4f}")
-    print(f"{'pixel accuracy':<16} {summary['pixel_accuracy']:8.4f}")
-    if "frequency_weighted_iou" in summary:
-        print(f"{'fwIoU':<16} {summary['frequency_weighted_iou']:8.4f}")
-    print(f"{'pixels':<16} {summary['pixels']:>8}")
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from rtseg.evaluation import EvalProtocol
     from rtseg.tasks import evaluate
@@ -154,7 +123,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     summary = evaluate(args.model, weights=args.weights, num_classes=args.num_classes, dataset=args.data, root=args.root, split=args.split,
                        size=_size(args.size), samples=args.samples, normalization=args.normalization, class_map=args.class_map,
                        protocol=protocol, device=args.device, workers=args.workers, progress=not args.quiet, log=_console())
-    _print_metrics_table(summary)
+    print_metrics_table(summary)
     _write_json(args.json, summary, "metrics")
     return 0
 
@@ -169,37 +138,6 @@ def _scales(text: str | None) -> list[float]:
 
 
 # -- bench ----------------------------------------------------------------------------------
-def _print_bench_record(rec: dict[str, Any], size) -> None:
-    c = rec["conditions"]
-    if "images_per_s" in rec:
-        print(f"model          {rec['model']} (training step)")
-        print(f"throughput     {rec['images_per_s']:.2f} images/s  (median step {rec['step_ms_median']:.0f} ms, batch {c['batch']})")
-        print(f"precision      {c['precision']}")
-        print(f"conditions     {c['device_name']} ({c['device']}), {c['threads']} threads, {size[0]}x{size[1]}, "
-              f"warm-up {c['warmup']}, {c['iters']} steps, torch {c['torch_version']}")
-        return
-    print(f"model          {rec['model']}")
-    print(f"parameters     {rec['params']:,}")
-    print(f"MACs           {rec['macs'] / 1e9:.3f} G  (FLOPs {rec['flops'] / 1e9:.3f} G = 2 x MACs; counted: convolutions and matrix products)")
-    print(f"latency        mean {rec['latency_ms_mean']:.2f} ms, median {rec['latency_ms_median']:.2f} ms, p90 {rec['latency_ms_p90']:.2f} ms")
-    print(f"throughput     {rec['fps']:.2f} FPS")
-    for key, label in (("precision", "precision"), ("optimization", "optimized"), ("backend", "backend")):
-        if key in rec:
-            print(f"{label:<15}{rec[key]}")
-    print(f"conditions     {c['device_name']} ({c['device']}), {c['threads']} threads, batch {c['batch']}, {size[0]}x{size[1]}, {c['dtype']}, "
-          f"warm-up {c['warmup']}, {c['iters']} iterations, torch {c['torch_version']}")
-
-
-def _print_bench_table(records: list[dict[str, Any]], size, args: argparse.Namespace) -> None:
-    c = records[0]["conditions"]
-    print(f"Input {size[0]}x{size[1]}, batch {args.batch}, {c['dtype']}, {c['device_name']} ({c['device']}), {c['threads']} threads, "
-          f"torch {c['torch_version']}, warm-up {args.warmup}, {args.iters} iterations; MACs counted on convolutions and matrix products.\n")
-    print("| model | params | GMACs | latency mean (ms) | median (ms) | p90 (ms) | FPS |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for r in records:
-        print(f"| {r['model']} | {r['params']:,} | {r['macs'] / 1e9:.2f} | {r['latency_ms_mean']:.1f} | {r['latency_ms_median']:.1f} | {r['latency_ms_p90']:.1f} | {r['fps']:.2f} |")
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     from rtseg.tasks import BenchOptions, bench
 
@@ -214,9 +152,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     records = bench(None if args.all else [args.model] if args.model else [], options, pattern=args.filter,
                     on_record=progress if args.all and not args.quiet else None)
     if args.all:
-        _print_bench_table(records, options.size, args)
+        print_bench_table(records, options.size)
     else:
-        _print_bench_record(records[0], options.size)
+        print_bench_record(records[0], options.size)
     _write_json(args.json, records if args.all else records[0], "record")
     return 0
 
@@ -275,10 +213,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     def show(step: str, result: Any) -> None:
         out = Path(args.out)
         if step == "metrics":
-            _print_metrics_table(result)
+            print_metrics_table(result)
             print(f"metrics written to {out / 'metrics.json'}")
         elif step == "bench":
-            _print_bench_record(result, (360, 640))
+            print_bench_record(result, (360, 640))
             print(f"record written to {out / 'bench.json'}")
         else:
             print(f"wrote {result['written']} prediction(s) to {result['out']}")
