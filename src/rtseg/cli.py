@@ -32,6 +32,15 @@ def _write_json(path: str | None, data: Any, what: str) -> None:
         print(f"{what} written to {out}")
 
 
+def _show(rows: Any, as_json: bool, render) -> int:
+    """``rows`` as JSON, or through ``render`` as text."""
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        render(rows)
+    return 0
+
+
 def _size(text: str | None, option: str = "--size"):
     from rtseg.inference import parse_size
 
@@ -74,12 +83,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             return 0
         print_model_details(details)
         return 0
-    rows = models.model_rows(args.filter)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print_model_rows(rows)
-    return 0
+    return _show(models.model_rows(args.filter), args.json, print_model_rows)
 
 
 # -- train ----------------------------------------------------------------------------------
@@ -105,12 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_recipes(args: argparse.Namespace) -> int:
     from rtseg.tasks import recipes
 
-    rows = recipes()
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print_recipes(rows)
-    return 0
+    return _show(recipes(), args.json, print_recipes)
 
 
 # -- eval -----------------------------------------------------------------------------------
