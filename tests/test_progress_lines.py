@@ -24,3 +24,31 @@ def test_export_says_what_runs_before_the_work(tmp_path, capsys):
     assert "exporting espnet-c to torchscript, then verifying against PyTorch ..." in err
     assert main(args + ["--quiet", "--no-verify"]) == 0
     assert "exporting" not in capsys.readouterr().err
+
+
+def test_predict_over_many_images_shows_progress_and_quiet_silences_it(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    for i in range(3):
+        Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(tmp_path / f"f{i}.png")
+    args = ["predict", "espnet-c", str(tmp_path), "--num-classes", "3", "--out", str(tmp_path / "out")]
+    # by default the bar appears above 50 images; progress=True asks for it with three
+    from rtseg.tasks import predict
+
+    result = predict("espnet-c", [str(tmp_path / f"f{i}.png") for i in range(3)], tmp_path / "o1", num_classes=3, progress=True)
+    assert result["written"] == 3
+    err = capsys.readouterr().err
+    assert "predicting" in err
+    assert main(args + ["--quiet"]) == 0
+    assert "predicting" not in capsys.readouterr().err
+
+
+def test_progress_enabled_false_silences_loops_that_decide_for_themselves(capsys):
+    from rtseg.progress import progress_enabled, progress_range
+
+    with progress_enabled(False):
+        assert list(progress_range(60, "counting")) == list(range(60))
+    assert "counting" not in capsys.readouterr().err
+    assert list(progress_range(60, "counting")) == list(range(60))
+    assert "counting" in capsys.readouterr().err

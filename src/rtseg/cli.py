@@ -164,7 +164,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     result = predict(args.model, args.inputs, args.out, weights=args.weights, num_classes=args.num_classes, size=_size(args.size), alpha=args.alpha,
                      save_labels=args.save_labels, as_video=args.as_video, fps=args.fps, threads=args.threads, backend=args.backend,
-                     optimize=_optimization(args), precision=args.precision, format_for_server=args.format_for_server, log=_console())
+                     optimize=_optimization(args), precision=args.precision, format_for_server=args.format_for_server, log=_console(),
+                     progress=False if args.quiet else None)
     errors = result["errors"]
     print(f"wrote {result['written']} prediction(s) to {result['out']}" + (f"; {len(errors)} input(s) failed (see errors above)" if errors else ""))
     return 1 if errors else 0

@@ -130,6 +130,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("model", help="an rtseg checkpoint (.pt), a registered model name or an exported .onnx file")
     p.add_argument("inputs", nargs="+", help="image files, folders, videos (.mp4, .avi, ...) or image-sequence patterns (frames/%%05d.png)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar over many images")
     p.add_argument("--weights", help=weights_help)
     p.add_argument("--num-classes", type=int)
     p.add_argument("--size", help="resize inputs to HxW before the model; outputs keep the image size")

@@ -20,6 +20,7 @@ from rtseg.inference import load_model, overlay
 from rtseg.inference import predict as predict_labels
 from rtseg.tasks.common import Log, Optimization, check_inference_precision, optimized
 from rtseg.tasks.options import check_count, check_number, check_output
+from rtseg.progress import progress_range
 
 __all__ = ["predict", "segmenter", "collect_inputs"]
 
@@ -112,7 +113,7 @@ def _stream_name(stream: str | list[Path]) -> str:
 def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *, weights: str | Path | None = None, num_classes: int | None = None,
             size: tuple[int, int] | None = None, alpha: float = 0.5, save_labels: bool = False, as_video: bool = False, fps: float | None = None,
             threads: int | None = None, backend: Backend = "torch", optimize: Optimization | None = None, precision: str | None = None,
-            format_for_server: bool = False, log: Log = Log()) -> dict[str, Any]:
+            format_for_server: bool = False, log: Log = Log(), progress: bool | None = None) -> dict[str, Any]:
     """Writes ``NAME_mask.png`` and ``NAME_overlay.png`` (and ``NAME_labels.png`` with ``save_labels``) per image
     (``NAME`` from :func:`output_names`: distinct for every input, keeping subfolders below the inputs' common folder),
     ``NAME_overlay.mp4`` per video, frame pattern or (``as_video``) the image list, into ``out``; with
@@ -162,7 +163,9 @@ def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
         videos.append(rec)
         written += 1
     names = output_names(files)
-    for f in files:
+    # a folder of images takes minutes: a bar on stderr (progress None: when more than 50 images)
+    for i in progress_range(len(files), "predicting", progress, unit="image"):
+        f = files[i]
         try:
             image = read_image(f)
         except DatasetError as exc:

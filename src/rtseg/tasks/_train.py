@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from rtseg.config import load_config
+from rtseg.progress import progress_enabled
 
 __all__ = ["train", "output_dir"]
 
@@ -31,6 +32,7 @@ def train(config: str | Path | Mapping[str, Any], overrides: Sequence[str] = (),
     else:
         loaded = load_config(config, list(overrides))
     out_path = Path(out) if out else output_dir(loaded)
-    summary = run_training(loaded, out_path, resume=resume, progress=progress, overwrite=overwrite)
+    with progress_enabled(progress):  # label scans and class counting stay quiet under --quiet
+        summary = run_training(loaded, out_path, resume=resume, progress=progress, overwrite=overwrite)
     summary.setdefault("out_dir", str(out_path))
     return summary
