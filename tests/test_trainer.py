@@ -152,3 +152,15 @@ def test_poly_schedule_per_iteration_or_stepped_per_epochs():
     assert per_epoch.lr_at(5, 0) == 1.0 and per_epoch.lr_at(15, 1) == pytest.approx(0.75)
     every2 = LearningRateSchedule({**base, "step_every_epochs": 2}, 1.0, epochs=4, iters_per_epoch=10)
     assert [every2.lr_at(0, e) for e in range(4)] == pytest.approx([1.0, 1.0, 0.5, 0.5])
+
+
+def test_data_workers_are_spawned_once_openvino_is_loaded(monkeypatch):
+    import sys
+
+    from rtseg.engine.trainer import worker_start_method
+
+    monkeypatch.delitem(sys.modules, "openvino", raising=False)
+    assert worker_start_method(2) is None
+    monkeypatch.setitem(sys.modules, "openvino", object())
+    assert worker_start_method(2) == "spawn"
+    assert worker_start_method(0) is None  # no workers, nothing forks

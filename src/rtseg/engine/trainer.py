@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -38,6 +39,12 @@ from rtseg.errors import UserError
 from rtseg.storage import atomic_write_text
 
 __all__ = ["Trainer", "TrainingError", "train"]
+
+
+def worker_start_method(workers: int) -> str | None:
+    """How data-loading workers start: forked (the default) unless OpenVINO is loaded in this process, whose
+    threads do not survive a fork (the worker crashes with SIGSEGV); then spawned."""
+    return "spawn" if workers > 0 and "openvino" in sys.modules else None
 
 
 class TrainingError(UserError, RuntimeError):
@@ -204,12 +211,14 @@ class Trainer:
         dataset.epoch = epoch
         workers = int(self.config["train"]["num_workers"])
         pin = self.device.type == "cuda"
+        context = worker_start_method(workers)
         if shuffle:
             self.batch_sampler.set_epoch(epoch)
-            return DataLoader(dataset, batch_sampler=self.batch_sampler, num_workers=workers, pin_memory=pin)
+            return DataLoader(dataset, batch_sampler=self.batch_sampler, num_workers=workers, pin_memory=pin, multiprocessing_context=context)
         # validation: each process takes every world_size-th image; the confusion matrices are summed
         indices = list(range(self.dist.rank, len(dataset), self.dist.world_size))
-        return DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=1, num_workers=workers, pin_memory=pin)
+        return DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=1, num_workers=workers, pin_memory=pin,
+                          multiprocessing_context=context)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         from tqdm.auto import tqdm
