@@ -14,11 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from rtseg.config_defaults import DEFAULTS, ConfigError, merge_config
+from rtseg.limits import MAX_SIDE
 
 __all__ = ["SCHEMA", "MAX_SIDE", "validate_config", "config_problems", "show"]
 
-# Largest image side (pixels) a config may ask for: far above any dataset's, far below what fits in memory squared.
-MAX_SIDE = 16384
 
 Rule = Callable[[Any], "str | None"]
 

@@ -28,11 +28,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from rtseg.errors import UserError
+from rtseg.limits import MAX_SIDE
 
 __all__ = ["DatasetError", "SizeError", "MAX_SIDE", "read_image", "image_to_rgb", "read_label", "displayed_size", "check_size"]
 
-# Largest image side (pixels) accepted for an input or output size: larger sizes are typos, not images.
-MAX_SIDE = 16384
 
 
 class DatasetError(UserError, ValueError):
