@@ -189,12 +189,14 @@ def table(records: list[dict]) -> str:
             lines.append(f"| {r['model']} | {Path(str(r['weights'])).name} | {r['data']} {r['split']} ({r['images']}) | {r['size'][0]}x{r['size'][1]} | "
                          f"{r['miou_fp32']:.4f} | {k} | {100 * p['argmax_agreement']:.2f} % | {p['miou']:.4f} | {p['miou_change']:+.4f} | "
                          f"< {p['goal']} | {'yes' if p['pass'] else 'no'} |")
-    if any("ms" in p for r in records for p in r["paths"].values()):
-        lines += ["", "| model | fp32 eager ms | " + " | ".join(f"{k} ms" for k in records[0]["paths"]) + " |",
-                  "|---|---:|" + "---:|" * len(records[0]["paths"])]
-        for r in records:
-            lines.append(f"| {r['model']} | {r.get('fp32_eager_ms', float('nan')):.1f} | "
-                         + " | ".join(f"{p.get('ms', float('nan')):.1f}" for p in r["paths"].values()) + " |")
+    timed = [r for r in records if "fp32_eager_ms" in r]
+    if timed:
+        paths = list(dict.fromkeys(k for r in timed for k, p in r["paths"].items() if "ms" in p))
+        lines += ["", "| model | weights | size | fp32 eager ms | " + " | ".join(f"{k} ms" for k in paths) + " |",
+                  "|---|---|---|---:|" + "---:|" * len(paths)]
+        for r in timed:
+            cells = [f"{r['paths'][k]['ms']:.1f}" if "ms" in r["paths"].get(k, {}) else "-" for k in paths]
+            lines.append(f"| {r['model']} | {Path(str(r['weights'])).name} | {r['size'][0]}x{r['size'][1]} | {r['fp32_eager_ms']:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

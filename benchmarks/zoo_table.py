@@ -82,6 +82,19 @@ def markdown(rows: list[dict], figure: str | None) -> str:
     return "\n".join(parts)
 
 
+BEGIN, END = "<!-- zoo-table: written by benchmarks/zoo_table.py -->", "<!-- /zoo-table -->"
+
+
+def into_document(document: str, tables: str) -> str:
+    """``document`` with the text between the zoo-table markers replaced by ``tables`` (the prose around them is
+    kept); the tables alone, between markers, when the document has none."""
+    block = f"{BEGIN}\n{tables}\n{END}"
+    if BEGIN in document and END in document:
+        head, rest = document.split(BEGIN, 1)
+        return head + block + rest.split(END, 1)[1]
+    return (document.rstrip() + "\n\n" if document.strip() else "") + block + "\n"
+
+
 def plot(rows: list[dict], out: Path) -> bool:
     """Val mIoU against latency (eager and best deployed path), one colour per network; False when nothing is timed."""
     import matplotlib
@@ -117,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the models with CamVid zoo weights and exit")
     parser.add_argument("--timing", type=Path, help="records of benchmarks/precision_camvid.py --rounds N runs")
     parser.add_argument("--figure", type=Path, default=REPO / "docs" / "img" / "zoo-speed-accuracy.png")
-    parser.add_argument("--out", type=Path, help="write the tables here (default: print)")
+    parser.add_argument("--out", type=Path, help="write the tables into this document, between its zoo-table markers (default: print)")
     args = parser.parse_args(argv)
     if args.list:
         from rtseg.pretrained import list_pretrained
@@ -130,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         figure = Path("img") / args.figure.name
     text = markdown(rows, str(figure) if figure else None)
     if args.out:
-        args.out.write_text(text + "\n")
+        args.out.write_text(into_document(args.out.read_text() if args.out.is_file() else "", text))
     else:
         print(text)
     return 0

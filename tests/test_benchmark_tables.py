@@ -58,3 +58,34 @@ def test_best_deployed_path_counts_only_paths_whose_accuracy_passes(deploy_table
     text = deploy_table.tables([fast_bf16], deploy_table.load_accuracy(acc))
     assert "| 160.0 (fails accuracy) | 170.0 | 100.0 | 3.00x (OpenVINO bf16) |" in text
     assert "met by 1 of 1 models" in text
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_zoo_table_replaces_only_the_text_between_its_markers():
+    zoo_table = _script("zoo_table")
+    doc = f"# Zoo\n\nprose before\n\n{zoo_table.BEGIN}\nold table\n{zoo_table.END}\n\nprose after\n"
+    new = zoo_table.into_document(doc, "| new |")
+    assert "old table" not in new and "| new |" in new
+    assert new.startswith("# Zoo\n\nprose before\n\n") and new.endswith("\n\nprose after\n")
+    assert zoo_table.into_document(new, "| newer |").count(zoo_table.BEGIN) == 1
+    # a document without markers keeps its text and gains the block at the end
+    appended = zoo_table.into_document("# Zoo\n", "| t |")
+    assert appended.startswith("# Zoo\n\n" + zoo_table.BEGIN) and appended.rstrip().endswith(zoo_table.END)
+
+
+def test_precision_table_lists_timings_only_for_timed_records():
+    precision = _script("precision_camvid")
+    path = {"argmax_agreement": 1.0, "miou": 0.5, "miou_change": 0.0, "goal": 0.002, "pass": True}
+    untimed = {"model": "a", "weights": "w", "data": "camvid", "split": "val", "images": 101, "size": [360, 480], "miou_fp32": 0.5,
+               "paths": {"torch-bf16": dict(path)}}
+    timed = dict(untimed, model="b", fp32_eager_ms=40.0, paths={"torch-bf16": dict(path, ms=20.0), "ort-fp32": dict(path, ms=30.0)})
+    text = precision.table([untimed, timed])
+    timing = text.split("\n\n")[1].splitlines()
+    assert timing[0] == "| model | weights | size | fp32 eager ms | torch-bf16 ms | ort-fp32 ms |"
+    assert timing[2:] == ["| b | w | 360x480 | 40.0 | 20.0 | 30.0 |"] and "nan" not in text

@@ -224,11 +224,15 @@ def test_models_pretrained_lists_the_official_espnet_files(capsys):
     for row in ("| espnet | camvid-official | camvid | 11 + 1 void |", "| espnet | cityscapes-official | cityscapes | 19 + 1 void |",
                 "| espnet-c | cityscapes-official | cityscapes | 19 + 1 void |"):
         assert row in out
-    assert out.count("| MIT |") == 3 and "github.com/sacmehta/ESPNet" in out
+    assert "github.com/sacmehta/ESPNet" in out
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert out.strip() in readme, "README's pretrained table is not what `rtseg models --pretrained` prints"
-    entries = rtseg.list_pretrained("espnet")
-    assert all(e.url.startswith("https://github.com/sacmehta/ESPNet/raw/master/pretrained/") for e in entries)
+    official = [e for e in rtseg.list_pretrained() if e.tag.endswith("-official")]
+    assert len(official) == 3 and out.count("| official ESPNet release") == 3
+    assert all(e.url.startswith("https://github.com/sacmehta/ESPNet/raw/master/pretrained/") for e in official)
+    zoo = [e for e in rtseg.list_pretrained() if e.tag == "camvid"]  # shipped in the package: no URL, nothing to download
+    assert all(e.url is None and e.file is not None for e in zoo)
+    assert out.count("| rtseg CamVid zoo |") == len(zoo)
 
 
 # -- the official ESPNet files (../shared) --------------------------------------------------------

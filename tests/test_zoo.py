@@ -44,3 +44,21 @@ def test_published_weights_load_and_match_their_card(entry):
     with torch.inference_mode():
         out = model(torch.randn(1, 3, 96, 128))
     assert out.shape == (1, CAMVID.num_classes, 96, 128) and torch.isfinite(out).all()
+
+
+@pytest.mark.skipif(not ZOO, reason="no CamVid zoo weights are published yet (tools/publish_zoo.py writes them)")
+@pytest.mark.parametrize("entry", ZOO, ids=[e.model for e in ZOO])
+def test_rtseg_eval_reproduces_the_card(entry, tmp_path):
+    """The acceptance command on all 101 CamVid val images gives the card's val mIoU to 0.002."""
+    from conftest import shared_path
+
+    from rtseg.cli import main
+
+    root = shared_path("data", "camvid")
+    out = tmp_path / "eval.json"
+    assert main(["eval", entry.model, "--weights", "camvid", "--data", "camvid", "--root", str(root), "--split", "val",
+                 "--quiet", "--json", str(out)]) == 0
+    measured = json.loads(out.read_text())
+    (metric,) = entry.card.metrics
+    assert measured["dataset"]["images"] == 101
+    assert abs(measured["miou"] - metric.miou) <= 0.002, (measured["miou"], metric.miou)
