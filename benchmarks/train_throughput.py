@@ -1,12 +1,14 @@
 """Training speed and loss agreement of the trainer's precisions, measured side by side in one run.
 
-    python benchmarks/train_throughput.py --model fplnet --size 360x480 --batch 8 --threads 2 --rounds 5
+    python benchmarks/train_throughput.py --model fplnet --size 360x480 --batch 8 --threads 2 --rounds 5 \
+        --precisions fp32 bf16 bf16+compile
     python benchmarks/train_throughput.py --loss-curve --root ../shared/data/camvid   # + one CamVid epoch per precision
 
 Throughput: each precision gets its own copy of the model and optimizer; rounds alternate between them
 (warm-up first), each round timing ``--steps`` training steps (forward, fp32 loss, backward, Adam step) on
 one random batch; the median step time of each precision is reported, with its ratio to fp32 (the trainer's
-mode before train.precision existed). Loss curve: the camvid-<model> recipe's first epoch, with the same seed
+mode before train.precision existed). ``P+compile`` is precision P with the training step under torch.compile
+(``train.compile``, rtseg.engine.compiled_step), compiled in the warm-up round. Loss curve: the camvid-<model> recipe's first epoch, with the same seed
 and so the same batches, once in fp32 and once in bf16; the per-iteration losses of both are written out.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from rtseg.efficiency import conditions, time_calls  # noqa: E402
+from rtseg.engine.compiled_step import compile_for_training  # noqa: E402
 from rtseg.engine.precision import forward_loss, optimizer_step, prepare_model, resolve_precision  # noqa: E402
 from rtseg.registry import create_model  # noqa: E402
 
@@ -36,9 +39,11 @@ def throughput(model_name: str, size, batch: int, precisions: list[str], rounds:
     images, labels = torch.randn(batch, 3, *size, generator=g), torch.randint(0, num_classes, (batch, *size), generator=g)
     runs = {}
     for name in precisions:
-        mode = resolve_precision(name, torch.device("cpu"))
+        precision, compiled = name.removesuffix("+compile"), name.endswith("+compile")
+        mode = resolve_precision(precision, torch.device("cpu"))
         model = prepare_model(copy.deepcopy(base).train(), mode)
-        runs[name] = (mode, model, torch.optim.Adam(model.parameters(), lr=1e-4), [])
+        step = compile_for_training(model) if compiled else model
+        runs[name] = (mode, step, torch.optim.Adam(model.parameters(), lr=1e-4), [])
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     criterion = nn.CrossEntropyLoss()
 
@@ -54,7 +59,8 @@ def throughput(model_name: str, size, batch: int, precisions: list[str], rounds:
     ref = statistics.median(runs[precisions[0]][3])
     for name, (mode, _, _, times) in runs.items():
         step = statistics.median(times)
-        out[name] = {"precision": mode.describe(), "step_s_median": step, "images_per_s": batch / step, "speedup_vs_" + precisions[0]: ref / step, "step_s_all": times}
+        described = mode.describe() + (", compiled" if name.endswith("+compile") else "")
+        out[name] = {"precision": described, "step_s_median": step, "images_per_s": batch / step, "speedup_vs_" + precisions[0]: ref / step, "step_s_all": times}
     return out
 
 
@@ -64,16 +70,18 @@ def loss_curve(model_name: str, root: str, precisions: list[str], threads: int) 
 
     curves = {}
     for name in precisions:
-        cfg = load_config(f"camvid-{model_name}", [f"data.root={root}", f"train.precision={name}", f"train.threads={threads}", "train.tensorboard=false"])
+        precision, compiled = name.removesuffix("+compile"), name.endswith("+compile")
+        cfg = load_config(f"camvid-{model_name}", [f"data.root={root}", f"train.precision={precision}", f"train.threads={threads}",
+                                                   "train.tensorboard=false", f"train.compile={'on' if compiled else 'off'}"])
         trainer = Trainer(cfg, Path("/tmp") / f"rtseg-loss-curve-{name}", progress=False)
         losses, t0 = [], time.perf_counter()
         for images, labels in trainer._loader(trainer.train_set, True, 0):
             lr = trainer.schedule.apply(trainer.optimizer, trainer.iteration, 0)
-            loss = forward_loss(trainer.net, trainer.criterion, trainer.precision, images, labels)
+            loss = forward_loss(trainer.step_net, trainer.criterion, trainer.precision, images, labels)
             optimizer_step(loss, trainer.optimizer, trainer.scaler)
             trainer.iteration += 1
             losses.append(round(loss.item(), 5))
-        curves[name] = {"precision": trainer.precision.describe(), "losses": losses, "epoch_s": time.perf_counter() - t0, "lr_last": lr}
+        curves[name] = {"precision": trainer.precision.describe(), "compile": trainer.compile.describe(), "losses": losses, "epoch_s": time.perf_counter() - t0, "lr_last": lr}
     return curves
 
 
@@ -85,7 +93,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "bf16+compile"],
+                   help="fp32, bf16, fp16 (CUDA), each optionally +compile; the first is the reference")
     p.add_argument("--loss-curve", action="store_true")
     p.add_argument("--root", help="CamVid root for --loss-curve")
     p.add_argument("--json", default="benchmarks/results-train-throughput.json")
@@ -103,10 +112,14 @@ def main() -> int:
             p.error("--loss-curve needs --root (the CamVid folder)")
         record["loss_curve"] = loss_curve(a.model, a.root, a.precisions, a.threads)
         curves = record["loss_curve"]
-        first, second = (curves[k]["losses"] for k in a.precisions[:2])
-        gaps = [abs(x - y) / x for x, y in zip(first, second)]
-        print(f"first CamVid epoch: {a.precisions[0]} loss {first[0]:.3f} -> {first[-1]:.3f}, {a.precisions[1]} {second[0]:.3f} -> {second[-1]:.3f}; "
-              f"mean relative gap {statistics.fmean(gaps):.3f}, largest {max(gaps):.3f}")
+        first = curves[a.precisions[0]]["losses"]
+        print(f"first CamVid epoch: {a.precisions[0]} loss {first[0]:.3f} -> {first[-1]:.3f} in {curves[a.precisions[0]]['epoch_s']:.0f} s")
+        for name in a.precisions[1:]:
+            other = curves[name]["losses"]
+            gaps = [abs(x - y) / x for x, y in zip(first, other)]
+            curves[name]["relative_gap_to_" + a.precisions[0]] = {"mean": statistics.fmean(gaps), "largest": max(gaps)}
+            print(f"  {name}: loss {other[0]:.3f} -> {other[-1]:.3f} in {curves[name]['epoch_s']:.0f} s (compilation included); "
+                  f"relative gap to {a.precisions[0]}: mean {statistics.fmean(gaps):.3f}, largest {max(gaps):.3f}")
     Path(a.json).write_text(json.dumps(record, indent=1))
     print(f"written {a.json}")
     return 0

@@ -130,7 +130,7 @@ def test_compile_availability_names_the_missing_cpp_compiler(monkeypatch):
 
     opt = importlib.import_module("rtseg.deploy.optimize")
     monkeypatch.setenv("CXX", "")
-    monkeypatch.setattr(opt.shutil, "which", lambda name: None)
+    monkeypatch.setattr(importlib.import_module("rtseg.devices").shutil, "which", lambda name: None)
     assert "C++ compiler" in opt._compile_available(torch.device("cpu"))
 
 

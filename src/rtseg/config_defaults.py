@@ -92,6 +92,9 @@ DEFAULTS: dict[str, Any] = {
         # bf16 or fp16 (with gradient scaling) on CUDA, fp32 elsewhere; the loss is always fp32
         "precision": "auto",
         "amp": False,  # older switch: with precision auto, true means fp16 on CUDA
+        # auto | on | off: torch.compile of the training step; auto compiles single-process CPU runs of at least
+        # 1000 iterations whose model keeps its layers (rtseg.engine.compiled_step)
+        "compile": "auto",
         "val_every": 1,
         "device": "auto",
         "max_iters_per_epoch": None,

@@ -268,6 +268,7 @@ SCHEMA: dict[str, Any] = {
         "num_workers": integer(0, 1024),
         "precision": choice("auto", "fp32", "bf16", "fp16"),
         "amp": boolean(),
+        "compile": choice("auto", "on", "off", True, False),  # YAML reads on/off as booleans
         "val_every": integer(1),
         "device": _device,
         "max_iters_per_epoch": integer(1, nullable=True),

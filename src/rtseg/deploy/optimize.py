@@ -20,9 +20,6 @@ arg-max agreement, since bf16 logits differ from fp32 ones by far more than fp32
 from __future__ import annotations
 
 import copy
-import importlib
-import os
-import shutil
 import statistics
 import warnings
 from dataclasses import dataclass, field
@@ -32,6 +29,7 @@ import torch.nn as nn
 
 from rtseg.deploy.fold import fold_batchnorm, remove_dropout, set_child
 from rtseg.deploy.precision import compare_outputs
+from rtseg.devices import compile_unavailable_reason as _compile_available
 
 from rtseg.errors import OptionError
 
@@ -107,27 +105,6 @@ def _swap_pixel_shuffles(model: nn.Module, to_extern: bool) -> None:
     old, new = (nn.PixelShuffle, ExternPixelShuffle) if to_extern else (ExternPixelShuffle, nn.PixelShuffle)
     for n in [n for n, m in model.named_modules() if type(m) is old]:
         set_child(model, n, new(model.get_submodule(n).upscale_factor))
-
-
-def _cpp_compiler() -> str | None:
-    """The C++ compiler inductor would use for CPU code, or None when there is none."""
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return name
-    return None
-
-
-def _compile_available(device: torch.device | None = None) -> str | None:
-    """None when torch.compile can run here, else why not."""
-    if not hasattr(torch, "compile"):
-        return "this PyTorch has no torch.compile"
-    try:
-        importlib.import_module("torch._inductor")
-    except Exception as exc:  # pragma: no cover - depends on the installation
-        return f"the inductor backend cannot be imported ({exc})"
-    if (device is None or device.type == "cpu") and _cpp_compiler() is None:
-        return "no C++ compiler was found (inductor compiles CPU code with one: install g++ or set CXX)"
-    return None
 
 
 def _check_compile_mode(mode: str | None) -> None:

@@ -21,6 +21,7 @@ from rtseg.data.normalization import get_normalization
 from rtseg.data.sampling import EpochBatchSampler
 from rtseg.data.transforms import EvalTransform, TrainTransform
 from rtseg.engine.callbacks import Callback, CallbackList
+from rtseg.engine.compiled_step import compile_for_training, resolve_train_compile
 from rtseg.engine.distributed import DistributedContext
 from rtseg.engine.loggers import build_loggers, write_summary
 from rtseg.engine.ema import ModelEMA
@@ -59,7 +60,7 @@ class Trainer:
     configured loggers (:mod:`rtseg.engine.callbacks` lists the hooks).
 
     ``self.model`` is the plain network (saved, validated unless EMA is on); ``self.net`` what the training step runs
-    (the network, or ``self.aux``, the :class:`~rtseg.models.aux_heads.AuxiliaryHeads` wrapper of ``model.aux_heads``,
+    (``self.step_net``: the same under ``torch.compile`` when ``train.compile`` resolved to it) (the network, or ``self.aux``, the :class:`~rtseg.models.aux_heads.AuxiliaryHeads` wrapper of ``model.aux_heads``,
     under DDP when torchrun started the run); ``self.ema`` the :class:`~rtseg.engine.ema.ModelEMA` of ``train.ema``.
     """
 
@@ -155,6 +156,13 @@ class Trainer:
         if resume:
             path = Path(resume) if isinstance(resume, (str, Path)) else self.out_dir / "last.pt"
             self._restore(path)
+        remaining = max(0, self.epochs - self.start_epoch) * self.iters_per_epoch
+        try:
+            self.compile = resolve_train_compile(tcfg.get("compile", "auto"), self.device, remaining, self.dist.world_size, changes_layers=bool(own))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        # the compiled module shares the network's parameters; it only runs the training forward
+        self.step_net = compile_for_training(self.net) if self.compile.enabled else self.net
 
     # -- checkpoints -------------------------------------------------------------------------
     def _state(self, epoch: int) -> dict[str, Any]:
@@ -232,7 +240,7 @@ class Trainer:
                 break
             lr = self.schedule.apply(self.optimizer, self.iteration, epoch)
             images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-            loss = forward_loss(self.net, self.criterion, self.precision, images, labels)
+            loss = forward_loss(self.step_net, self.criterion, self.precision, images, labels)
             if self.dist.enabled:  # every process stops together when one sees a non-finite loss
                 finite = self.dist.sum_(torch.tensor([float(torch.isfinite(loss).item())]))
                 if finite.item() < self.dist.world_size:
@@ -278,6 +286,8 @@ class Trainer:
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out_dir / "config.yaml", dump_config(self.config))
+        if self.progress:
+            print(f"training {self.config['model']['name']} on {self.device}: {self.precision.describe()}, {self.compile.describe()}", flush=True)
         self.callbacks.call("on_train_start", self)
         val_every = max(1, int(self.config["train"]["val_every"]))
         last_metrics: dict[str, Any] = {}
@@ -313,7 +323,7 @@ class Trainer:
                 if "val_miou" in row:
                     msg += f"  val mIoU {row['val_miou']:.4f}  pixel acc {row['val_pixel_accuracy']:.4f}"
                 print(msg, flush=True)
-        summary = {"best_miou": self.best_miou, "precision": self.precision.describe(), "epochs": self.epochs, "iterations": self.iteration, "out_dir": str(self.out_dir), "final": last_metrics}
+        summary = {"best_miou": self.best_miou, "precision": self.precision.describe(), "compile": self.compile.describe(), "epochs": self.epochs, "iterations": self.iteration, "out_dir": str(self.out_dir), "final": last_metrics}
         if main:
             write_summary(self.out_dir / "summary.json", summary)
         self.callbacks.call("on_train_end", self, summary)
