@@ -83,3 +83,18 @@ def test_a_compiled_run_trains_like_an_eager_one_and_saves_plain_weights(tmp_pat
     trainer = Trainer(load_config("demo", TINY + ["train.compile=on", "train.epochs=3"]), tmp_path / "on", resume=True, progress=False)
     assert trainer.start_epoch == 2 and trainer.compile.enabled
     assert trainer.run()["iterations"] == 6
+
+
+@needs_compile
+def test_bench_train_times_the_compiled_step(tmp_path, capsys):
+    from rtseg.cli import main
+
+    out = tmp_path / "train.json"
+    assert main(["bench", "espnet-c", "--train", "--compile", "on", "--precision", "fp32", "--size", "32x48", "--batch", "2",
+                 "--warmup", "1", "--iters", "2", "--num-classes", "4", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["images_per_s"] > 0 and record["conditions"]["compile"].startswith("compiled (train.compile=on)")
+    assert "compile        compiled" in capsys.readouterr().out
+    # a bad combination stops before any work, naming the options
+    assert main(["bench", "espnet-c", "--train", "--compile", "on", "--warmup", "0", "--size", "32x48"]) == 2
+    assert "--compile on with --train needs --warmup 1 or more" in capsys.readouterr().err

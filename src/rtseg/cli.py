@@ -58,7 +58,7 @@ def _optimization(args: argparse.Namespace):
 
     if not args.optimize:
         return None
-    return Optimization(args.channels_last, args.compile, args.compile_mode, args.precision or "fp32")
+    return Optimization(args.channels_last, args.compile or "auto", args.compile_mode, args.precision or "fp32")
 
 
 # -- models ---------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _check_json_out(args.json)
     options = BenchOptions(size=_size(args.size), device=args.device, threads=args.threads, batch=args.batch, warmup=args.warmup,
                            iters=args.iters, dtype=args.dtype, num_classes=args.num_classes, backend=args.backend, train=args.train,
-                           optimize=_optimization(args), precision=args.precision)
+                           optimize=_optimization(args), precision=args.precision, train_compile=args.compile or "off")
     def progress(i: int, n: int, rec: dict[str, Any]) -> None:
         timing = f"{rec['latency_ms_mean']:.1f} ms" if "latency_ms_mean" in rec else "done"
         print(f"[{i}/{n}] {rec['model']}: {timing}", file=sys.stderr, flush=True)

@@ -62,6 +62,8 @@ def print_bench_record(rec: dict[str, Any], size) -> None:
         print(f"model          {rec['model']} (training step)")
         print(f"throughput     {rec['images_per_s']:.2f} images/s  (median step {rec['step_ms_median']:.0f} ms, batch {c['batch']})")
         print(f"precision      {c['precision']}")
+        if "compile" in c:
+            print(f"compile        {c['compile']}")
         print(f"conditions     {c['device_name']} ({c['device']}), {c['threads']} threads, {size[0]}x{size[1]}, "
               f"warm-up {c['warmup']}, {c['iters']} steps, torch {c['torch_version']}")
         return

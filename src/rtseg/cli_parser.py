@@ -11,9 +11,10 @@ def _add_optimize_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimize", action="store_true", help="fold BatchNorm, drop dropout, group gradual layers (rtseg.optimize)")
     p.add_argument("--channels-last", choices=["off", "on", "auto"], default="auto",
                    help="with --optimize: channels-last memory format; auto keeps it only when a timing shows it is faster")
-    p.add_argument("--compile", choices=["off", "on", "auto"], default="auto",
-                   help="with --optimize: torch.compile (auto: kept only when a timing shows it is faster; "
-                        "compiling takes seconds to tens of seconds per model and input size, --compile off skips it)")
+    p.add_argument("--compile", choices=["off", "on", "auto"], default=None,
+                   help="with --optimize (default auto): torch.compile (auto: kept only when a timing shows it is faster; "
+                        "compiling takes seconds to tens of seconds per model and input size, --compile off skips it). "
+                        "With bench --train (default off): the trainer's train.compile, compiled in the warm-up")
     p.add_argument("--compile-mode", default=None,
                    help="torch.compile mode, e.g. reduce-overhead (CUDA graphs on a GPU) or max-autotune")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,

@@ -150,30 +150,35 @@ def measure_training_throughput(
     warmup: int = 2,
     iters: int = 5,
     threads: int | None = None,
+    compile: str = "off",
 ) -> dict[str, Any]:
     """Training steps per second as the trainer runs them (``rtseg.engine.precision``: forward under the
-    precision's autocast, fp32 cross-entropy, backward, an Adam step) on random images and labels.
+    precision's autocast and memory layout, fp32 cross-entropy, backward, an Adam step) on random images and
+    labels; ``compile`` is the trainer's ``train.compile`` for a long run (compiled during the warm-up).
 
     Returns images per second, the median step time and the conditions, with the precision resolved.
     """
-    from rtseg.engine.precision import forward_loss, optimizer_step, resolve_precision
+    from rtseg.engine.compiled_step import MIN_ITERATIONS, compile_for_training, resolve_train_compile
+    from rtseg.engine.precision import forward_loss, optimizer_step, prepare_model, resolve_precision
 
     device = torch.device(device)
     if threads is not None:
         torch.set_num_threads(threads)
     mode = resolve_precision(precision, device)
-    model = model.to(device).train()
-    if mode.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    compiled = resolve_train_compile(compile, device, MIN_ITERATIONS)
+    if compiled.enabled and warmup < 1:
+        raise ValueError("timing a compiled training step needs at least one warm-up step (--warmup 1), which compiles it")
+    model = prepare_model(model.to(device).train(), mode)
+    run = compile_for_training(model) if compiled.enabled else model
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, *size, generator=generator).to(device)
     labels = torch.randint(0, num_classes, (batch, *size), generator=generator).to(device)
     criterion = nn.CrossEntropyLoss(ignore_index=255)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=mode.grad_scaling)
-    step = lambda: optimizer_step(forward_loss(model, criterion, mode, images, labels), optimizer, scaler)  # noqa: E731
+    step = lambda: optimizer_step(forward_loss(run, criterion, mode, images, labels), optimizer, scaler)  # noqa: E731
     times = [ms / 1000.0 for ms in time_calls({"step": step}, warmup, iters, device_sync(device))["step"]]
     step_s = statistics.median(times)
     record = conditions(device, size, batch, warmup, iters, torch.float32)
-    record.update(dtype=mode.name, precision=mode.describe(), mode="train: forward + fp32 loss + backward + Adam step")
+    record.update(dtype=mode.name, precision=mode.describe(), compile=compiled.describe(), mode="train: forward + fp32 loss + backward + Adam step")
     return {"images_per_s": batch / step_s, "step_ms_median": step_s * 1000.0, "step_ms_min": min(times) * 1000.0, "conditions": record}

@@ -8,7 +8,7 @@ from typing import Any, Callable, Literal
 import torch
 
 from rtseg.card import card_of
-from rtseg.devices import DeviceError
+from rtseg.devices import DeviceError, compile_unavailable_reason
 from rtseg.efficiency import COUNTED_OPERATIONS, count_flops, count_parameters, measure_latency
 from rtseg.errors import OptionError
 from rtseg.inference import load_model
@@ -26,8 +26,8 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 class BenchOptions:
     """How to time: input ``size`` (H, W), device, CPU threads, batch, warm-up and timed iterations, the input
     dtype of plain PyTorch, the backend, ``train`` (time training steps instead of inference), ``optimize`` (time
-    the ``rtseg.optimize`` result with these choices) and ``precision`` (inference with optimize or OpenVINO; the
-    trainer's ``train.precision`` with ``train``)."""
+    the ``rtseg.optimize`` result with these choices), ``precision`` (inference with optimize or OpenVINO; the
+    trainer's ``train.precision`` with ``train``) and ``train_compile`` (the trainer's ``train.compile`` with ``train``)."""
 
     size: tuple[int, int] = (512, 1024)
     device: str = "cpu"
@@ -41,6 +41,7 @@ class BenchOptions:
     train: bool = False
     optimize: Optimization | None = None
     precision: str | None = None
+    train_compile: str = "off"
 
     def check(self, model: str | Path = "") -> None:
         """Stop before any work on options that do not go together or a device that is not there."""
@@ -57,6 +58,14 @@ class BenchOptions:
         check_inference_precision(self.precision, optimize=self.optimize is not None, openvino=openvino, train=self.train)
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise DeviceError("--device cuda was asked for but CUDA is not available on this machine; use --device cpu")
+        if self.train and self.train_compile not in ("off", "on", "auto"):
+            raise OptionError(f"--compile {self.train_compile!r} is not one of off, on, auto")
+        if self.train and self.train_compile == "on":
+            why_not = compile_unavailable_reason(torch.device(self.device))
+            if why_not:
+                raise OptionError(f"--compile on was asked for but {why_not}; use --compile off")
+            if self.warmup < 1:
+                raise OptionError("--compile on with --train needs --warmup 1 or more: the first warm-up step compiles")
 
 
 def bench_one(model: str | Path, options: BenchOptions = BenchOptions()) -> dict[str, Any]:
@@ -69,7 +78,8 @@ def bench_one(model: str | Path, options: BenchOptions = BenchOptions()) -> dict
         from rtseg.efficiency import measure_training_throughput
 
         num_classes = getattr(net, "num_classes", None) or o.num_classes
-        record.update(measure_training_throughput(net, num_classes, size, o.batch, o.precision or "auto", o.device, o.warmup, o.iters, o.threads))
+        record.update(measure_training_throughput(net, num_classes, size, o.batch, o.precision or "auto", o.device, o.warmup, o.iters, o.threads,
+                                                   o.train_compile))
         return record
     if o.backend == "onnxruntime":
         from rtseg.deploy.ort import measure_ort_latency
