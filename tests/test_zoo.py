@@ -62,3 +62,26 @@ def test_rtseg_eval_reproduces_the_card(entry, tmp_path):
     (metric,) = entry.card.metrics
     assert measured["dataset"]["images"] == 101
     assert abs(measured["miou"] - metric.miou) <= 0.002, (measured["miou"], metric.miou)
+
+
+@pytest.mark.skipif(not ZOO, reason="no CamVid zoo weights are published yet (tools/publish_zoo.py writes them)")
+@pytest.mark.parametrize("entry", ZOO, ids=[e.model for e in ZOO])
+def test_rtseg_predict_segments_a_camvid_frame(entry, tmp_path):
+    """``rtseg predict MODEL --weights camvid FRAME`` paints a val frame, and its labels match the annotation."""
+    import numpy as np
+    from PIL import Image
+
+    from conftest import shared_path
+
+    from rtseg.cli import main
+
+    root = shared_path("data", "camvid")
+    frame = sorted((root / "val").glob("*.png"))[0]
+    assert main(["predict", entry.model, "--weights", "camvid", str(frame), "--out", str(tmp_path), "--save-labels", "--quiet"]) == 0
+    predicted = np.asarray(Image.open(tmp_path / f"{frame.stem}_labels.png"))
+    truth = np.asarray(Image.open(root / "valannot" / frame.name))
+    assert predicted.shape == truth.shape and (tmp_path / f"{frame.stem}_overlay.png").is_file()
+    scored = truth < CAMVID.num_classes  # void not scored
+    accuracy = float((predicted[scored] == truth[scored]).mean())
+    assert accuracy > 0.8, accuracy  # a trained network, not chance (1/11)
+    assert len(np.unique(predicted)) >= 4  # a scene, not one class
