@@ -32,6 +32,11 @@ from rtseg.engine.precision import forward_loss, optimizer_step, prepare_model, 
 from rtseg.registry import create_model  # noqa: E402
 
 
+def split_mode(name: str) -> tuple[str, bool]:
+    """``"bf16+compile"`` -> (``"bf16"``, True): the precision and whether the step is compiled."""
+    return name.removesuffix("+compile"), name.endswith("+compile")
+
+
 def throughput(model_name: str, size, batch: int, precisions: list[str], rounds: int, steps: int, num_classes: int = 11) -> dict:
     torch.manual_seed(0)
     base = create_model(model_name, num_classes=num_classes)
@@ -39,7 +44,7 @@ def throughput(model_name: str, size, batch: int, precisions: list[str], rounds:
     images, labels = torch.randn(batch, 3, *size, generator=g), torch.randint(0, num_classes, (batch, *size), generator=g)
     runs = {}
     for name in precisions:
-        precision, compiled = name.removesuffix("+compile"), name.endswith("+compile")
+        precision, compiled = split_mode(name)
         mode = resolve_precision(precision, torch.device("cpu"))
         model = prepare_model(copy.deepcopy(base).train(), mode)
         step = compile_for_training(model) if compiled else model
@@ -59,7 +64,7 @@ def throughput(model_name: str, size, batch: int, precisions: list[str], rounds:
     ref = statistics.median(runs[precisions[0]][3])
     for name, (mode, _, _, times) in runs.items():
         step = statistics.median(times)
-        described = mode.describe() + (", compiled" if name.endswith("+compile") else "")
+        described = mode.describe() + (", compiled" if split_mode(name)[1] else "")
         out[name] = {"precision": described, "step_s_median": step, "images_per_s": batch / step, "speedup_vs_" + precisions[0]: ref / step, "step_s_all": times}
     return out
 
@@ -70,7 +75,7 @@ def loss_curve(model_name: str, root: str, precisions: list[str], threads: int) 
 
     curves = {}
     for name in precisions:
-        precision, compiled = name.removesuffix("+compile"), name.endswith("+compile")
+        precision, compiled = split_mode(name)
         cfg = load_config(f"camvid-{model_name}", [f"data.root={root}", f"train.precision={precision}", f"train.threads={threads}",
                                                    "train.tensorboard=false", f"train.compile={'on' if compiled else 'off'}"])
         trainer = Trainer(cfg, Path("/tmp") / f"rtseg-loss-curve-{name}", progress=False)

@@ -98,3 +98,5 @@ def test_bench_train_times_the_compiled_step(tmp_path, capsys):
     # a bad combination stops before any work, naming the options
     assert main(["bench", "espnet-c", "--train", "--compile", "on", "--warmup", "0", "--size", "32x48"]) == 2
     assert "--compile on with --train needs --warmup 1 or more" in capsys.readouterr().err
+    assert main(["bench", "espnet-c", "--train", "--compile", "auto", "--warmup", "0", "--size", "32x48"]) == 2  # auto compiles here too
+    assert "--compile auto with --train needs --warmup 1 or more" in capsys.readouterr().err

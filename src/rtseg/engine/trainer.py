@@ -60,8 +60,9 @@ class Trainer:
     configured loggers (:mod:`rtseg.engine.callbacks` lists the hooks).
 
     ``self.model`` is the plain network (saved, validated unless EMA is on); ``self.net`` what the training step runs
-    (``self.step_net``: the same under ``torch.compile`` when ``train.compile`` resolved to it) (the network, or ``self.aux``, the :class:`~rtseg.models.aux_heads.AuxiliaryHeads` wrapper of ``model.aux_heads``,
-    under DDP when torchrun started the run); ``self.ema`` the :class:`~rtseg.engine.ema.ModelEMA` of ``train.ema``.
+    (the network, or ``self.aux``, the :class:`~rtseg.models.aux_heads.AuxiliaryHeads` wrapper of ``model.aux_heads``,
+    under DDP when torchrun started the run); ``self.step_net`` the same under ``torch.compile`` when ``train.compile``
+    resolved to it, else ``self.net``; ``self.ema`` the :class:`~rtseg.engine.ema.ModelEMA` of ``train.ema``.
     """
 
     def __init__(

@@ -8,7 +8,8 @@ from typing import Any, Callable, Literal
 import torch
 
 from rtseg.card import card_of
-from rtseg.devices import DeviceError, compile_unavailable_reason
+from rtseg.devices import DeviceError
+from rtseg.engine.compiled_step import MIN_ITERATIONS, resolve_train_compile
 from rtseg.efficiency import COUNTED_OPERATIONS, count_flops, count_parameters, measure_latency
 from rtseg.errors import OptionError
 from rtseg.inference import load_model
@@ -58,14 +59,13 @@ class BenchOptions:
         check_inference_precision(self.precision, optimize=self.optimize is not None, openvino=openvino, train=self.train)
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise DeviceError("--device cuda was asked for but CUDA is not available on this machine; use --device cpu")
-        if self.train and self.train_compile not in ("off", "on", "auto"):
-            raise OptionError(f"--compile {self.train_compile!r} is not one of off, on, auto")
-        if self.train and self.train_compile == "on":
-            why_not = compile_unavailable_reason(torch.device(self.device))
-            if why_not:
-                raise OptionError(f"--compile on was asked for but {why_not}; use --compile off")
-            if self.warmup < 1:
-                raise OptionError("--compile on with --train needs --warmup 1 or more: the first warm-up step compiles")
+        if self.train:  # the decision the timing will make, taken here so that a bad combination stops first
+            try:
+                compiled = resolve_train_compile(self.train_compile, torch.device(self.device), MIN_ITERATIONS)
+            except ValueError as exc:
+                raise OptionError(f"--compile {self.train_compile}: {exc}") from None
+            if compiled.enabled and self.warmup < 1:
+                raise OptionError(f"--compile {self.train_compile} with --train needs --warmup 1 or more: the first warm-up step compiles")
 
 
 def bench_one(model: str | Path, options: BenchOptions = BenchOptions()) -> dict[str, Any]:
