@@ -1,7 +1,7 @@
 """Accuracy of every reduced-precision inference path against fp32, on real images: arg-max agreement and mIoU change.
 
-Paths (each gets the same normalised input at ``--size``; logits are resized to the label size before the
-arg-max, as ``rtseg eval`` does):
+Paths (each gets the same normalised input: the frame at ``--size``, shrunk as in training for weights trained on
+shrunk images; logits are resized to the label size before the arg-max, as ``rtseg eval`` does):
 
 - ``torch-bf16``: ``rtseg.optimize(model, precision="bf16")`` (bf16 weights, channels-last, not compiled);
 - ``openvino-fp32`` / ``openvino-bf16``: the OpenVINO IR with the fp32 / bf16 inference precision hint;
@@ -60,7 +60,7 @@ def _calibration_dir(args) -> Path:
     raise SystemExit(f"no training images found under {root} for INT8 calibration; pass --calibration DIR")
 
 
-def build_paths(model, size, names, calibration: Path, count: int, threads: int, tmp: Path) -> tuple[dict, dict]:
+def build_paths(model, net_size, names, calibration: Path, count: int, threads: int, tmp: Path) -> tuple[dict, dict]:
     """name -> callable(normalised 1x3xHxW float32 array) -> logits tensor, and notes per path."""
     from rtseg.deploy.optimize import optimize
     from rtseg.deploy.quantize import calibration_images
@@ -125,7 +125,11 @@ def measure(args) -> dict:
         model.rtseg_card = card_of(model).replace(normalization=get_normalization(norm))
     norm = card_of(model).normalization
     size = tuple(int(v) for v in args.size.split("x"))
-    data_cfg = {**DEFAULTS["data"], "dataset": args.data, "root": args.root, "image_size": list(size), "val_split": args.split}
+    # weights trained on shrunk images (FarSee-Net's low-resolution input) see the frame shrunk as in training
+    scale = card_of(model).input_scale
+    net_size = (size[0] // scale, size[1] // scale)
+    data_cfg = {**DEFAULTS["data"], "dataset": args.data, "root": args.root, "image_size": list(size), "input_scale": scale,
+                "val_split": args.split}
     classes = dataset_classes(data_cfg)
     dataset = TransformedDataset(build_dataset(data_cfg, "val"), EvalTransform(data_cfg, norm))
     if args.val_images:
@@ -165,7 +169,7 @@ def measure(args) -> dict:
     rec = {"model": card_of(model).model if is_checkpoint else str(args.model),
            "weights": str(args.model) if is_checkpoint else (args.weights or "random"),
            "options": options, "normalization": norm.to_dict(),
-           "data": args.data, "split": args.split, "images": len(dataset), "size": list(size), "threads": args.threads,
+           "data": args.data, "split": args.split, "images": len(dataset), "size": list(size), "network_input": list(net_size), "threads": args.threads,
            "torch": torch.__version__, "miou_fp32": miou["fp32"], "paths": {}}
     for k in runners:
         if k == "fp32":
@@ -211,7 +215,8 @@ def main() -> int:
     parser.add_argument("--data", default="camvid", help="camvid or cityscapes")
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1].parent / "shared/data/camvid"))
     parser.add_argument("--split", default="val")
-    parser.add_argument("--size", default="360x480", help="model input HxW (labels are scored at full resolution)")
+    parser.add_argument("--size", default="360x480", help="frame HxW the images are resized to; the network gets it shrunk by its card's input_scale "
+                        "(FarSee-Net's weights: half of it), as rtseg eval does; labels are scored at full resolution")
     parser.add_argument("--val-images", type=int, default=0, help="only the first N images (default: all)")
     parser.add_argument("--calibration", help="folder of INT8 calibration images (default: the dataset's train images)")
     parser.add_argument("--calibration-count", type=int, default=32)

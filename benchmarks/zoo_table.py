@@ -1,7 +1,8 @@
 """docs/zoo.md and its speed-accuracy figure, from the registered CamVid weights and one timing run.
 
 Accuracy comes from each weights file's card (measured by ``rtseg eval`` when it was published, see
-tools/publish_zoo.py); parameters and MACs are counted here at 360x480; latency comes from one run of
+tools/publish_zoo.py); parameters and MACs are counted here at 360x480 (at the network's input: half of that for
+weights trained on shrunk images, FarSee-Net's); latency comes from one run of
 benchmarks/precision_camvid.py per model (eager fp32 and every deployed path timed side by side, interleaved,
 on a quiet machine), whose accuracy check decides which deployed paths may count:
 
@@ -34,7 +35,9 @@ def zoo_rows(timing: dict[str, dict]) -> list[dict]:
         card = entry.card
         model = create_model(entry.model, num_classes=card.num_outputs, **card.options).eval()
         metric = card.metrics[0] if card.metrics else None
-        row = {"model": entry.model, "tag": entry.tag, "params": count_parameters(model), "macs": count_flops(model, SIZE)["macs"],
+        net_input = card.network_input_size(SIZE) or SIZE  # FarSee-Net's weights see the frame at half size
+        row = {"model": entry.model, "tag": entry.tag, "params": count_parameters(model), "macs": count_flops(model, net_input)["macs"],
+               "network_input": net_input,
                "miou": metric.miou if metric else None, "pixel_accuracy": metric.pixel_accuracy if metric else None,
                "per_class": dict(metric.per_class_iou) if metric else {}, "epochs": card.training.epochs if card.training else None,
                "wall_time_s": card.training.wall_time_s if card.training else None, "by": card.training.by if card.training else ""}
@@ -69,7 +72,8 @@ def markdown(rows: list[dict], figure: str | None) -> str:
         hours = None if r["wall_time_s"] is None else r["wall_time_s"] / 3600
         best = "-" if "best_ms" not in r else f"{r['best_ms']:.1f} ({r['best_path']})"
         speedup = "-" if "best_ms" not in r or not r.get("eager_ms") else f"{r['eager_ms'] / r['best_ms']:.2f}x"
-        head.append(f"| {r['model']} | {r['tag']} | {r['params'] / 1e6:.3f} M | {r['macs'] / 1e9:.2f} | {_num(r['miou'], '.4f')} | "
+        model = r["model"] + ("" if tuple(r["network_input"]) == SIZE else " (input {}x{})".format(*r["network_input"]))
+        head.append(f"| {model} | {r['tag']} | {r['params'] / 1e6:.3f} M | {r['macs'] / 1e9:.2f} | {_num(r['miou'], '.4f')} | "
                     f"{_num(r['pixel_accuracy'], '.4f')} | {_num(r['epochs'], 'd')} | {_num(hours, '.1f') + (' h' if hours else '')} | {_num(r.get('eager_ms'), '.1f')} | "
                     f"{best} | {speedup} |")
     classes = list(next((r["per_class"] for r in rows if r["per_class"]), {}))

@@ -89,3 +89,14 @@ def test_precision_table_lists_timings_only_for_timed_records():
     timing = text.split("\n\n")[1].splitlines()
     assert timing[0] == "| model | weights | size | fp32 eager ms | torch-bf16 ms | ort-fp32 ms |"
     assert timing[2:] == ["| b | w | 360x480 | 40.0 | 20.0 | 30.0 |"] and "nan" not in text
+
+
+def test_zoo_table_names_the_network_input_of_weights_trained_on_shrunk_images():
+    zoo_table = _script("zoo_table")
+    row = {"model": "fplnet", "tag": "camvid", "params": 499_611, "macs": 2.84e9, "network_input": (360, 480), "miou": 0.66,
+           "pixel_accuracy": 0.92, "per_class": {"road": 0.96}, "epochs": 100, "wall_time_s": 7200.0, "eager_ms": 75.9,
+           "best_ms": 33.5, "best_path": "nncf-int8"}
+    shrunk = dict(row, model="farseenet", network_input=(180, 240))
+    lines = zoo_table.markdown([row, shrunk], None).splitlines()
+    assert lines[2].startswith("| fplnet | camvid | 0.500 M | 2.84 |")
+    assert lines[3].startswith("| farseenet (input 180x240) | camvid |") and "2.0 h" in lines[3] and "2.27x" in lines[3]

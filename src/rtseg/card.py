@@ -113,6 +113,22 @@ class ModelCard:
         first = self.classes.num_classes if self.classes is not None else self.num_outputs
         return tuple(range(first, self.num_outputs))
 
+    @property
+    def input_scale(self) -> int:
+        """Factor the weights' training shrank each image by before the network (FarSee-Net's low-resolution input,
+        ``data.input_scale``), so inference must too; 1 for every other network."""
+        data = ((self.training.config if self.training else None) or {}).get("data") or {}
+        scale = data.get("input_scale") or 1
+        return int(scale) if isinstance(scale, int) and scale > 1 else 1
+
+    def network_input_size(self, image_hw: tuple[int, int]) -> tuple[int, int] | None:
+        """The size an ``image_hw`` image is fed to the network at when no size is asked for: shrunk by
+        :attr:`input_scale` (the predictions still come back at ``image_hw``); None when it is fed as it is."""
+        s = self.input_scale
+        if s == 1:
+            return None
+        return max(1, image_hw[0] // s), max(1, image_hw[1] // s)
+
     def build_kwargs(self) -> dict[str, Any]:
         """Arguments that rebuild the network with ``rtseg.create_model(card.model, **card.build_kwargs())``."""
         return {"num_classes": self.num_outputs, **self.options}

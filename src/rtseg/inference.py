@@ -14,6 +14,7 @@ from rtseg.card import card_of
 from rtseg.data.image_io import check_size, image_to_rgb, read_image
 from rtseg.data.labels import ClassInfo, colorize
 from rtseg.data.normalization import get_normalization
+from rtseg.data.transforms import resize_image
 from rtseg.errors import OptionError
 from rtseg.evaluation import resize_to
 from rtseg.registry import create_model
@@ -84,8 +85,11 @@ MAX_ARGMAX_PIXELS = 16_000_000
 def _model_logits(model: nn.Module, image: Any, size: tuple[int, int] | None, normalization: str | None) -> tuple[torch.Tensor, tuple[int, int]]:
     """(logits ``1 x C x h x w`` at the model's output resolution, the image's ``(H, W)``)."""
     rgb = _as_rgb(image)
-    norm = get_normalization(normalization or card_of(model).normalization)
-    x = norm(rgb)[None]
+    card = card_of(model)
+    norm = get_normalization(normalization or card.normalization)
+    shrunk = card.network_input_size(rgb.shape[:2]) if size is None else None
+    # resized as the training data was (PIL bilinear on uint8), so the network sees what it learned from
+    x = norm(resize_image(rgb, shrunk) if shrunk else rgb)[None]
     device = next(model.parameters()).device
     x = x.to(device)
     if size is not None:
