@@ -60,7 +60,7 @@ def _calibration_dir(args) -> Path:
     raise SystemExit(f"no training images found under {root} for INT8 calibration; pass --calibration DIR")
 
 
-def build_paths(model, net_size, names, calibration: Path, count: int, threads: int, tmp: Path) -> tuple[dict, dict]:
+def build_paths(model, size, names, calibration: Path, count: int, threads: int, tmp: Path) -> tuple[dict, dict]:
     """name -> callable(normalised 1x3xHxW float32 array) -> logits tensor, and notes per path."""
     from rtseg.deploy.optimize import optimize
     from rtseg.deploy.quantize import calibration_images
@@ -140,7 +140,7 @@ def measure(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         runners = {"fp32": lambda x: model(torch.from_numpy(x))}
-        extra, notes = build_paths(model, size, names, _calibration_dir(args), args.calibration_count, args.threads, Path(tmp))
+        extra, notes = build_paths(model, net_size, names, _calibration_dir(args), args.calibration_count, args.threads, Path(tmp))
         runners.update(extra)
         cms = {k: ConfusionMatrix(classes.num_classes, classes.ignore_index) for k in runners}
         agree = {k: 0 for k in runners}

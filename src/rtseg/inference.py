@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from rtseg.card import card_of
+from rtseg.card import CardError, card_of
 from rtseg.data.image_io import check_size, image_to_rgb, read_image
 from rtseg.data.labels import ClassInfo, colorize
 from rtseg.data.normalization import get_normalization
@@ -85,9 +85,14 @@ MAX_ARGMAX_PIXELS = 16_000_000
 def _model_logits(model: nn.Module, image: Any, size: tuple[int, int] | None, normalization: str | None) -> tuple[torch.Tensor, tuple[int, int]]:
     """(logits ``1 x C x h x w`` at the model's output resolution, the image's ``(H, W)``)."""
     rgb = _as_rgb(image)
-    card = card_of(model)
+    try:
+        card = card_of(model)
+    except CardError:
+        if normalization is None:
+            raise
+        card = None  # a module without a card runs with the caller's normalisation, fed the image as it is
     norm = get_normalization(normalization or card.normalization)
-    shrunk = card.network_input_size(rgb.shape[:2]) if size is None else None
+    shrunk = card.network_input_size(rgb.shape[:2]) if size is None and card is not None else None
     # resized as the training data was (PIL bilinear on uint8), so the network sees what it learned from
     x = norm(resize_image(rgb, shrunk) if shrunk else rgb)[None]
     device = next(model.parameters()).device
