@@ -65,6 +65,11 @@ def _num(v, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def model_label(row: dict) -> str:
+    """The model's name, with its input size when the network sees the 360x480 frame shrunk (FarSee-Net)."""
+    return row["model"] + ("" if tuple(row["network_input"]) == SIZE else " (input {}x{})".format(*row["network_input"]))
+
+
 def markdown(rows: list[dict], figure: str | None) -> str:
     head = ["| model | weights | params | GMACs 360x480 | val mIoU | pixel acc. | epochs | training time | eager ms | best deployed ms (path) | speed-up |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -72,7 +77,7 @@ def markdown(rows: list[dict], figure: str | None) -> str:
         hours = None if r["wall_time_s"] is None else r["wall_time_s"] / 3600
         best = "-" if "best_ms" not in r else f"{r['best_ms']:.1f} ({r['best_path']})"
         speedup = "-" if "best_ms" not in r or not r.get("eager_ms") else f"{r['eager_ms'] / r['best_ms']:.2f}x"
-        model = r["model"] + ("" if tuple(r["network_input"]) == SIZE else " (input {}x{})".format(*r["network_input"]))
+        model = model_label(r)
         head.append(f"| {model} | {r['tag']} | {r['params'] / 1e6:.3f} M | {r['macs'] / 1e9:.2f} | {_num(r['miou'], '.4f')} | "
                     f"{_num(r['pixel_accuracy'], '.4f')} | {_num(r['epochs'], 'd')} | {_num(hours, '.1f') + (' h' if hours else '')} | {_num(r.get('eager_ms'), '.1f')} | "
                     f"{best} | {speedup} |")
@@ -111,7 +116,7 @@ def plot(rows: list[dict], out: Path) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in timed:
-        label = r["model"] + (" (official)" if r["tag"] != "camvid" else "")
+        label = model_label(r) + (" (official)" if r["tag"] != "camvid" else "")
         (line,) = ax.plot([r["eager_ms"]], [r["miou"]], "o", label=label)
         if "best_ms" in r:
             ax.plot([r["best_ms"]], [r["miou"]], "*", markersize=11, color=line.get_color())

@@ -72,6 +72,24 @@ def test_card_round_trips_through_checkpoint_safetensors_onnx_and_torchscript(tm
     assert load_torchscript(tmp_path / "m.ts")[1]["rtseg.card"] == card
 
 
+def test_float16_weights_storage_keeps_vectors_in_float32(tmp_path):
+    model = carded_model()
+    mixed = save_weights(tmp_path / "mixed.safetensors", model, model.rtseg_card, half="weights")
+    state, _ = read_weights(mixed)
+    reference = model.state_dict()
+    vectors = [k for k, v in reference.items() if v.is_floating_point() and v.dim() <= 1]
+    matrices = [k for k, v in reference.items() if v.is_floating_point() and v.dim() > 1]
+    assert vectors and matrices
+    assert all(state[k].dtype == torch.float32 and torch.equal(state[k], reference[k]) for k in vectors)
+    assert all(state[k].dtype == torch.float16 for k in matrices)
+    rebuilt = rtseg.create_model("espnet-c", weights=str(mixed)).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.allclose(rebuilt(x), model.eval()(x), atol=1e-2)
+    with pytest.raises(ValueError, match="half="):
+        save_weights(tmp_path / "bad.safetensors", model, model.rtseg_card, half="vectors")
+
+
 def test_checkpoint_written_before_cards_loads_with_a_derived_card(tmp_path):
     model = rtseg.create_model("espnet-c", num_classes=11, q=2)
     old = {"format": CHECKPOINT_FORMAT, "model": {"name": "espnet-c", "num_classes": 11, "options": {"q": 2}}, "normalization": "imagenet",

@@ -183,10 +183,11 @@ def model_from_checkpoint(path: str | os.PathLike) -> nn.Module:
     return create_model(card.model, weights=str(path))
 
 
-def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike, half: bool = False, *,
+def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike, half: bool | str = False, *,
                    license: str | None = None, source: str | None = None) -> Path:
     """A publishable weights file from a training checkpoint: safetensors with the checkpoint's card in its
-    metadata (optionally float16 storage, and a licence and source written into the card)."""
+    metadata (optionally float16 storage, see :func:`rtseg.io.save_weights`, and a licence and source written into the
+    card)."""
     from rtseg.io import extract_state_dict, load_checkpoint, save_weights
 
     ckpt = load_checkpoint(checkpoint)

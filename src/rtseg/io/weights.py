@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import torch
 import torch.nn as nn
@@ -100,19 +100,24 @@ def is_safetensors(path: str | os.PathLike) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < size
 
 
-def save_weights(path: str | os.PathLike, weights: nn.Module | Mapping[str, torch.Tensor], card: ModelCard, half: bool = False) -> Path:
+def save_weights(path: str | os.PathLike, weights: nn.Module | Mapping[str, torch.Tensor], card: ModelCard,
+                 half: bool | Literal["weights"] = False) -> Path:
     """Write a safetensors file: the tensors (no pickle) and ``card`` as JSON in its metadata.
 
     ``half=True`` stores floating-point tensors as float16 (half the size; loading casts them back to the
-    model's precision).
+    model's precision). ``half="weights"`` stores only the tensors of two or more dimensions (convolution and
+    linear weights, nearly all the bytes) as float16 and keeps vectors (normalisation scales and statistics,
+    biases) in float32, for networks whose accuracy moves when those are rounded.
     """
+    if half not in (False, True, "weights"):
+        raise ValueError(f"half={half!r}: expected False, True or 'weights'")
     from safetensors.torch import save_file
 
     state = weights.state_dict() if isinstance(weights, nn.Module) else weights
     tensors = {}
     for key, value in state.items():
         value = value.detach().to("cpu")
-        if half and value.is_floating_point():
+        if half and value.is_floating_point() and (half is True or value.dim() > 1):
             value = value.half()
         tensors[key] = value.contiguous().clone()  # safetensors refuses tensors that share memory
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt", CARD_METADATA_KEY: card.to_json()}))
