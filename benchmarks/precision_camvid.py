@@ -185,12 +185,18 @@ def measure(args) -> dict:
     return rec
 
 
+def _size(record: dict) -> str:
+    """The frame size, and the network's input when the weights see the frame shrunk (FarSee-Net)."""
+    size, net = record["size"], record.get("network_input", record["size"])
+    return f"{size[0]}x{size[1]}" + ("" if list(net) == list(size) else f" (input {net[0]}x{net[1]})")
+
+
 def table(records: list[dict]) -> str:
     lines = ["| model | weights | data (images) | size | fp32 mIoU | path | = fp32 pixels | mIoU | change | goal | pass |",
              "|---|---|---|---|---:|---|---:|---:|---:|---:|---|"]
     for r in records:
         for k, p in r["paths"].items():
-            lines.append(f"| {r['model']} | {Path(str(r['weights'])).name} | {r['data']} {r['split']} ({r['images']}) | {r['size'][0]}x{r['size'][1]} | "
+            lines.append(f"| {r['model']} | {Path(str(r['weights'])).name} | {r['data']} {r['split']} ({r['images']}) | {_size(r)} | "
                          f"{r['miou_fp32']:.4f} | {k} | {100 * p['argmax_agreement']:.2f} % | {p['miou']:.4f} | {p['miou_change']:+.4f} | "
                          f"< {p['goal']} | {'yes' if p['pass'] else 'no'} |")
     timed = [r for r in records if "fp32_eager_ms" in r]
@@ -200,7 +206,7 @@ def table(records: list[dict]) -> str:
                   "|---|---|---|---:|" + "---:|" * len(paths)]
         for r in timed:
             cells = [f"{r['paths'][k]['ms']:.1f}" if "ms" in r["paths"].get(k, {}) else "-" for k in paths]
-            lines.append(f"| {r['model']} | {Path(str(r['weights'])).name} | {r['size'][0]}x{r['size'][1]} | {r['fp32_eager_ms']:.1f} | " + " | ".join(cells) + " |")
+            lines.append(f"| {r['model']} | {Path(str(r['weights'])).name} | {_size(r)} | {r['fp32_eager_ms']:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -89,6 +89,8 @@ def test_precision_table_lists_timings_only_for_timed_records():
     timing = text.split("\n\n")[1].splitlines()
     assert timing[0] == "| model | weights | size | fp32 eager ms | torch-bf16 ms | ort-fp32 ms |"
     assert timing[2:] == ["| b | w | 360x480 | 40.0 | 20.0 | 30.0 |"] and "nan" not in text
+    shrunk = dict(timed, model="c", network_input=[180, 240])
+    assert "| c | w | 360x480 (input 180x240) | 40.0 |" in precision.table([shrunk])
 
 
 def test_zoo_table_names_the_network_input_of_weights_trained_on_shrunk_images():
