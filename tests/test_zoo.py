@@ -49,6 +49,19 @@ def test_published_weights_load_and_match_their_card(entry):
 
 @pytest.mark.skipif(not ZOO, reason="no CamVid zoo weights are published yet (tools/publish_zoo.py writes them)")
 @pytest.mark.parametrize("entry", ZOO, ids=[e.model for e in ZOO])
+def test_published_file_is_stored_as_its_index_says(entry):
+    from rtseg.io import read_weights
+
+    storage = json.loads(INDEX.read_text())[entry.model]["storage"]
+    state, _ = read_weights(PACKAGE_DIR / entry.file)
+    floats = {k: v for k, v in state.items() if v.is_floating_point()}
+    expected = {"fp32": lambda v: torch.float32, "fp16": lambda v: torch.float16,
+                "fp16-weights": lambda v: torch.float16 if v.dim() > 1 else torch.float32}[storage]
+    assert all(v.dtype == expected(v) for v in floats.values()), storage
+
+
+@pytest.mark.skipif(not ZOO, reason="no CamVid zoo weights are published yet (tools/publish_zoo.py writes them)")
+@pytest.mark.parametrize("entry", ZOO, ids=[e.model for e in ZOO])
 def test_rtseg_eval_reproduces_the_card(entry, tmp_path):
     """The acceptance command on all 101 CamVid val images gives the card's val mIoU to 0.002."""
     from conftest import shared_path
