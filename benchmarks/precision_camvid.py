@@ -126,9 +126,8 @@ def measure(args) -> dict:
     norm = card_of(model).normalization
     size = tuple(int(v) for v in args.size.split("x"))
     # weights trained on shrunk images (FarSee-Net's low-resolution input) see the frame shrunk as in training
-    scale = card_of(model).input_scale
-    net_size = (size[0] // scale, size[1] // scale)
-    data_cfg = {**DEFAULTS["data"], "dataset": args.data, "root": args.root, "image_size": list(size), "input_scale": scale,
+    net_size = card_of(model).network_input_size(size) or size
+    data_cfg = {**DEFAULTS["data"], "dataset": args.data, "root": args.root, "image_size": list(size), "input_scale": card_of(model).input_scale,
                 "val_split": args.split}
     classes = dataset_classes(data_cfg)
     dataset = TransformedDataset(build_dataset(data_cfg, "val"), EvalTransform(data_cfg, norm))

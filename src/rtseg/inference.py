@@ -14,7 +14,7 @@ from rtseg.card import CardError, card_of
 from rtseg.data.image_io import check_size, image_to_rgb, read_image
 from rtseg.data.labels import ClassInfo, colorize
 from rtseg.data.normalization import get_normalization
-from rtseg.data.transforms import resize_image
+from rtseg.data.transforms import shrink_image
 from rtseg.errors import OptionError
 from rtseg.evaluation import resize_to
 from rtseg.registry import create_model
@@ -92,9 +92,8 @@ def _model_logits(model: nn.Module, image: Any, size: tuple[int, int] | None, no
             raise
         card = None  # a module without a card runs with the caller's normalisation, fed the image as it is
     norm = get_normalization(normalization or card.normalization)
-    shrunk = card.network_input_size(rgb.shape[:2]) if size is None and card is not None else None
-    # resized as the training data was (PIL bilinear on uint8), so the network sees what it learned from
-    x = norm(resize_image(rgb, shrunk) if shrunk else rgb)[None]
+    # weights trained on shrunk images get the image shrunk by the training pipeline's own function
+    x = norm(shrink_image(rgb, card.input_scale if size is None and card is not None else 1))[None]
     device = next(model.parameters()).device
     x = x.to(device)
     if size is not None:

@@ -15,7 +15,7 @@ from PIL import Image
 from rtseg.data.labels import IGNORE_INDEX
 from rtseg.data.normalization import Normalization, get_normalization
 
-__all__ = ["resize_image", "resize_pair", "TrainTransform", "EvalTransform"]
+__all__ = ["resize_image", "shrink_image", "resize_pair", "TrainTransform", "EvalTransform"]
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -23,6 +23,15 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if image.shape[:2] == (h, w):
         return image
     return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+
+def shrink_image(image: np.ndarray, scale: int) -> np.ndarray:
+    """The image shrunk by the integer factor ``scale`` (PIL bilinear): the low-resolution input of ``input_scale``
+    training (FarSee-Net), used alike by training, evaluation and inference so the network always sees the same."""
+    if not scale or scale <= 1:
+        return image
+    h, w = image.shape[:2]
+    return resize_image(np.ascontiguousarray(image), (max(1, h // scale), max(1, w // scale)))
 
 
 def _resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -91,9 +100,7 @@ class EvalTransform:
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator | None = None):
         if self.cfg.get("image_size") and self.cfg.get("dataset") != "synthetic":
             image = resize_image(image, tuple(self.cfg["image_size"]))
-        scale = self.cfg.get("input_scale", 1)
-        if scale and scale > 1:  # low-resolution input as in training; the labels keep their full size
-            image = resize_image(np.ascontiguousarray(image), (image.shape[0] // scale, image.shape[1] // scale))
+        image = shrink_image(image, self.cfg.get("input_scale", 1))  # as in training; the labels keep their full size
         return self.norm(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
 
 
@@ -153,8 +160,7 @@ def _random_crop(image, label, size, rng):
 
 def finish_pair(image, label, norm: Normalization, input_scale: int = 1, label_scale: int = 1):
     h, w = label.shape
-    if input_scale and input_scale > 1:
-        image = resize_image(np.ascontiguousarray(image), (h // input_scale, w // input_scale))
+    image = shrink_image(image, input_scale)  # the image has the label's size here (cropped or resized together)
     if label_scale and label_scale > 1:
         label = _resize_label(np.ascontiguousarray(label), (h // label_scale, w // label_scale))
     x = norm(np.ascontiguousarray(image))

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from rtseg.data.transforms import resize_image
+from rtseg.data.transforms import shrink_image
 from rtseg.deploy.onnx_export import ExportError, export_onnx, ort_session, read_metadata
 
 __all__ = ["OnnxSegmenter", "ExportedSegmenter", "measure_ort_latency", "ort_providers"]
@@ -81,8 +81,7 @@ class ExportedSegmenter:
         import torch.nn.functional as F
 
         target = size or self.input_size
-        shrunk = self.card.network_input_size(rgb.shape[:2]) if target is None else None
-        x = self.normalization(resize_image(rgb, shrunk) if shrunk else rgb)[None]
+        x = self.normalization(shrink_image(rgb, self.card.input_scale if target is None else 1))[None]
         if target is not None and tuple(x.shape[-2:]) != tuple(target):
             x = F.interpolate(x, size=tuple(target), mode="bilinear", align_corners=False)
         out = torch.from_numpy(np.asarray(self._run(x.numpy())))
