@@ -40,6 +40,7 @@ def zoo_rows(timing: dict[str, dict]) -> list[dict]:
                "network_input": net_input,
                "miou": metric.miou if metric else None, "pixel_accuracy": metric.pixel_accuracy if metric else None,
                "per_class": dict(metric.per_class_iou) if metric else {}, "epochs": card.training.epochs if card.training else None,
+               "run_epochs": _run_epochs(card),
                "wall_time_s": card.training.wall_time_s if card.training else None, "by": card.training.by if card.training else ""}
         t = timing.get(f"{entry.model}/{entry.tag}")
         if t is not None:
@@ -49,6 +50,20 @@ def zoo_rows(timing: dict[str, dict]) -> list[dict]:
                 row["best_ms"], row["best_path"] = min(passing)
         rows.append(row)
     return rows
+
+
+def _run_epochs(card) -> int | None:
+    """The epochs its recipe ran; the weights may come from an earlier, better validated epoch."""
+    config = card.training.config if card.training else None
+    return ((config or {}).get("train") or {}).get("epochs")
+
+
+def epochs_text(row: dict) -> str:
+    """'100', or '85 of 100' when the best validated epoch came before the run's end."""
+    done, planned = row["epochs"], row.get("run_epochs")
+    if done is None:
+        return "-"
+    return f"{done}" if planned in (None, done) else f"{done} of {planned}"
 
 
 def load_timing(path: Path | None) -> dict[str, dict]:
@@ -79,7 +94,7 @@ def markdown(rows: list[dict], figure: str | None) -> str:
         speedup = "-" if "best_ms" not in r or not r.get("eager_ms") else f"{r['eager_ms'] / r['best_ms']:.2f}x"
         model = model_label(r)
         head.append(f"| {model} | {r['tag']} | {r['params'] / 1e6:.3f} M | {r['macs'] / 1e9:.2f} | {_num(r['miou'], '.4f')} | "
-                    f"{_num(r['pixel_accuracy'], '.4f')} | {_num(r['epochs'], 'd')} | {_num(hours, '.1f') + (' h' if hours else '')} | {_num(r.get('eager_ms'), '.1f')} | "
+                    f"{_num(r['pixel_accuracy'], '.4f')} | {epochs_text(r)} | {_num(hours, '.1f') + (' h' if hours else '')} | {_num(r.get('eager_ms'), '.1f')} | "
                     f"{best} | {speedup} |")
     classes = list(next((r["per_class"] for r in rows if r["per_class"]), {}))
     per_class = ["| model | weights | " + " | ".join(classes) + " |", "|---|---|" + "---:|" * len(classes)]
@@ -110,6 +125,7 @@ def plot(rows: list[dict], out: Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     timed = [r for r in rows if r.get("eager_ms") and r["miou"] is not None]
     if not timed:
@@ -123,10 +139,14 @@ def plot(rows: list[dict], out: Path) -> bool:
             ax.annotate("", xy=(r["best_ms"], r["miou"]), xytext=(r["eager_ms"], r["miou"]),
                         arrowprops={"arrowstyle": "->", "color": line.get_color(), "alpha": 0.6})
     ax.set_xscale("log")
+    ms = [r[k] for r in timed for k in ("eager_ms", "best_ms") if r.get(k)]
+    ax.set_xticks([t for t in (2, 5, 10, 20, 50, 100, 200, 500) if min(ms) / 2 <= t <= max(ms) * 2])
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("CPU latency at 360x480, batch 1, 2 threads (ms; o eager, * best deployed path)")
     ax.set_ylabel("CamVid val mIoU (11 classes)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

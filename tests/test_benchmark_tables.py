@@ -102,3 +102,14 @@ def test_zoo_table_names_the_network_input_of_weights_trained_on_shrunk_images()
     lines = zoo_table.markdown([row, shrunk], None).splitlines()
     assert lines[2].startswith("| fplnet | camvid | 0.500 M | 2.84 |")
     assert lines[3].startswith("| farseenet (input 180x240) | camvid |") and "2.0 h" in lines[3] and "2.27x" in lines[3]
+
+
+def test_zoo_table_says_when_the_published_epoch_came_before_the_runs_end():
+    zoo_table = _script("zoo_table")
+    row = {"model": "essnet-b-dg2", "tag": "camvid", "params": 421_000, "macs": 2.53e9, "network_input": (360, 480), "miou": 0.66,
+           "pixel_accuracy": 0.92, "per_class": {}, "epochs": 85, "run_epochs": 100, "wall_time_s": 6240.0}
+    finished = dict(row, epochs=100)
+    lines = zoo_table.markdown([row, finished, dict(row, run_epochs=None)], None).splitlines()
+    assert "| 85 of 100 |" in lines[2]
+    assert "| 100 |" in lines[3] and " of " not in lines[3]
+    assert "| 85 |" in lines[4]
