@@ -1,5 +1,7 @@
 """The CamVid zoo: every shipped weights file loads into its registered model and its card agrees with the table."""
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,3 +101,14 @@ def test_rtseg_predict_segments_a_camvid_frame(entry, tmp_path):
     accuracy = float((predicted[scored] == truth[scored]).mean())
     assert accuracy > 0.8, accuracy  # a trained network, not chance (1/11)
     assert len(np.unique(predicted)) >= 4  # a scene, not one class
+
+
+def test_readme_model_table_quotes_every_published_card():
+    """The README's CamVid column gives each zoo network's card mIoU (3 decimals), so a republished card cannot go stale."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    models_section = readme.split("## Models", 1)[1].split("\n## ", 1)[0]
+    quoted = {m: float(v) for v, m in re.findall(r"\*\*(\d\.\d{3})\*\* \(`([a-z0-9-]+)`", models_section)}
+    assert sorted(quoted) == sorted(e.model for e in ZOO)
+    for entry in ZOO:
+        (metric,) = entry.card.metrics
+        assert quoted[entry.model] == round(metric.miou, 3), f"README quotes {entry.model} at {quoted[entry.model]}"
