@@ -1,7 +1,6 @@
 """Model cards, weights files and named pretrained weights (downloads only from file:// URLs)."""
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ import torch
 from PIL import Image
 
 import rtseg
-from conftest import shared_path
+from conftest import ROOT, shared_path
 from rtseg import pretrained
 from rtseg.card import CardError, Metrics, ModelCard, TrainingRecord
 from rtseg.io import CHECKPOINT_FORMAT, WeightsMismatchError, atomic_save, is_safetensors, load_checkpoint, read_card, read_weights, save_checkpoint, save_weights
@@ -243,7 +242,7 @@ def test_models_pretrained_lists_the_official_espnet_files(capsys):
                 "| espnet-c | cityscapes-official | cityscapes | 19 + 1 void |"):
         assert row in out
     assert "github.com/sacmehta/ESPNet" in out
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     assert out.strip() in readme, "README's pretrained table is not what `rtseg models --pretrained` prints"
     official = [e for e in rtseg.list_pretrained() if e.tag.endswith("-official")]
     assert len(official) == 3 and out.count("| official ESPNet release") == 3

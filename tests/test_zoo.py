@@ -1,11 +1,11 @@
 """The CamVid zoo: every shipped weights file loads into its registered model and its card agrees with the table."""
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import ROOT
 from rtseg import create_model, list_models
 from rtseg.card import card_of
 from rtseg.data.labels import CAMVID
@@ -105,7 +105,7 @@ def test_rtseg_predict_segments_a_camvid_frame(entry, tmp_path):
 
 def test_readme_model_table_quotes_every_published_card():
     """The README's CamVid column gives each zoo network's card mIoU (3 decimals), so a republished card cannot go stale."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     models_section = readme.split("## Models", 1)[1].split("\n## ", 1)[0]
     quoted = {m: float(v) for v, m in re.findall(r"\*\*(\d\.\d{3})\*\* \(`([a-z0-9-]+)`", models_section)}
     assert sorted(quoted) == sorted(e.model for e in ZOO)
