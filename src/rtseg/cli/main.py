@@ -9,10 +9,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from rtseg.cli_format import (
+from rtseg.cli.format import (
     print_bench_record, print_bench_table, print_metrics_table, print_model_details, print_model_rows, print_recipes,
 )
-from rtseg.cli_parser import build_parser
+from rtseg.cli.parser import build_parser
 
 __all__ = ["main"]
 
@@ -254,7 +254,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rtseg {args.command}: internal error in rtseg {__version__} (a bug, not a problem with your input): please report it with "
               f"the command line and the traceback above.", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
