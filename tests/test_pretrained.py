@@ -10,7 +10,7 @@ from PIL import Image
 import rtseg
 from conftest import ROOT, shared_path
 from rtseg import pretrained
-from rtseg.card import CardError, Metrics, ModelCard, TrainingRecord
+from rtseg.card import CARD_VERSION, CardError, Metrics, ModelCard, TrainingRecord
 from rtseg.io import CHECKPOINT_FORMAT, WeightsMismatchError, atomic_save, is_safetensors, load_checkpoint, read_card, read_weights, save_checkpoint, save_weights
 from rtseg.registry import checkpoint_card
 from rtseg.cli import main
@@ -35,7 +35,7 @@ def test_card_round_trips_through_plain_json_and_refuses_what_it_cannot_read():
     card = carded_model().rtseg_card
     data = json.loads(json.dumps(card.to_dict()))
     assert ModelCard.from_dict(data) == card and ModelCard.from_json(card.to_json()) == card
-    assert data["version"] == 1 and data["classes"]["names"] == ["water", "reed", "boat"]
+    assert data["version"] == CARD_VERSION == 2 and data["classes"]["names"] == ["water", "reed", "boat"]
     with pytest.raises(CardError, match="newer"):
         ModelCard.from_dict({**data, "version": 99})
     with pytest.raises(CardError, match="unknown field.*colour"):

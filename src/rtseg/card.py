@@ -27,7 +27,7 @@ from rtseg.errors import UserError
 __all__ = ["ModelCard", "TrainingRecord", "Metrics", "CardError", "CARD_VERSION", "card_of", "hardware_description"]
 
 CARD_SCHEMA = "rtseg-model-card"
-CARD_VERSION = 1
+CARD_VERSION = 2  # 2: training.start_weights, teacher and images_seen
 
 
 class CardError(UserError, ValueError):
@@ -62,6 +62,9 @@ class TrainingRecord:
     hardware: str | None = None
     torch_version: str | None = None
     rtseg_version: str | None = None
+    start_weights: str | None = None  # the weights the run started from (model.weights): tag or SHA-256
+    teacher: str | None = None  # distillation: loss, temperature, weight and each teacher with its SHA-256
+    images_seen: int | None = None  # training images passed through the network (epochs x images, crops counted)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,11 @@ DEFAULTS: dict[str, Any] = {
     "description": "",  # where the recipe comes from (paper section)
     # aux_heads: training-only auxiliary heads, [{stage: NAME, weight: W}] (rtseg.models.aux_heads; weight
     # defaults to loss.aux_weight); they are not part of the saved weights, eval or export.
-    "model": {"name": "erfnet", "num_classes": None, "options": {}, "aux_heads": None},
+    # weights: the run starts from trained weights (a tag of model.name, a URL or a file, as create_model(weights=));
+    # their card's build options apply unless options says otherwise. On a dataset with other classes only the
+    # class layers start afresh, keeping the rows of classes of the same name; class_map {dataset class: weights'
+    # class (or null)} pairs the rest by hand (rtseg.engine.finetune).
+    "model": {"name": "erfnet", "num_classes": None, "options": {}, "aux_heads": None, "weights": None, "class_map": None},
     "data": {
         "dataset": "synthetic",  # synthetic | cityscapes | camvid | folder
         "root": None,
@@ -102,7 +106,16 @@ DEFAULTS: dict[str, Any] = {
         "sync_bn": False,  # torchrun runs: convert BatchNorm to SyncBatchNorm
         "tensorboard": "auto",  # true | false | auto (log to OUT/tensorboard when tensorboard is installed)
         "ema": None,  # None (off) | decay, e.g. 0.9995: an exponential moving average of the weights (rtseg.engine.ema)
+        # parts kept fixed (no gradient, BatchNorm statistics held): family aliases (encoder) or module paths, for the
+        # first freeze_epochs epochs or, with freeze_epochs null, the whole run
+        "freeze": None,
+        "freeze_epochs": None,
     },
+    # Knowledge distillation (rtseg.engine.distill): teacher MODEL@WEIGHTS (e.g. espnet@camvid-official) or a weights
+    # file with its card, or a list of them (an ensemble: mapped logits averaged); loss kl (pixel-wise, x T^2) or cwd
+    # (channel-wise, Shu et al. 2021); weight multiplies the term added to the loss; class_map {student class: teacher
+    # class or [classes]} where names differ (void outputs are dropped).
+    "distill": {"teacher": None, "loss": "kl", "temperature": 1.0, "weight": 1.0, "class_map": None},
     # Built-in loggers (rtseg.engine.loggers), each a training callback: csv (OUT/metrics.csv), tensorboard
     # (OUT/tensorboard, as train.tensorboard says), wandb and mlflow (optional extras: pip install 'rtseg[wandb]').
     "logging": {

@@ -170,6 +170,24 @@ def _lr_scale(v: Any) -> str | None:
 _DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
 
 
+def _class_map(what: str, lists: bool = False) -> Rule:
+    expected = f"null or a mapping {{{what}}}"
+
+    def rule(v: Any) -> str | None:
+        if v is None:
+            return None
+        if not isinstance(v, dict):
+            return expected
+        for name, target in v.items():
+            ok = target is None and not lists or isinstance(target, str) or (
+                lists and isinstance(target, list) and target and all(isinstance(t, str) for t in target))
+            if not isinstance(name, str) or not ok:
+                return expected
+        return None
+
+    return rule
+
+
 def _device(v: Any) -> str | None:
     return None if isinstance(v, str) and _DEVICE.match(v) else "auto, cpu, cuda, cuda:N, mps or xpu"
 
@@ -202,6 +220,8 @@ SCHEMA: dict[str, Any] = {
     "model": {
         "name": text(non_empty=True), "num_classes": integer(2, 65535, nullable=True), "options": mapping(),
         "aux_heads": list_of(mapping(), "[{stage: NAME, weight: W}] entries", nullable=True),
+        "weights": text(nullable=True, non_empty=True),
+        "class_map": _class_map("dataset class: weights' class (or null)"),
     },
     "data": {
         "dataset": choice("synthetic", "cityscapes", "camvid", "folder"),
@@ -276,6 +296,15 @@ SCHEMA: dict[str, Any] = {
         "sync_bn": boolean(),
         "tensorboard": choice(True, False, "auto", "off", None),
         "ema": number(lo=0, hi=1, lo_open=True, hi_open=True, nullable=True),
+        "freeze": list_of(text(non_empty=True), "part names or module paths (e.g. [encoder])", nullable=True),
+        "freeze_epochs": integer(1, nullable=True),
+    },
+    "distill": {
+        "teacher": any_of(text(nullable=True, non_empty=True), list_of(text(non_empty=True), "teachers (MODEL@WEIGHTS or files)")),
+        "loss": choice("kl", "cwd"),
+        "temperature": number(lo=0, lo_open=True, hi=100),
+        "weight": number(lo=0),
+        "class_map": _class_map("student class: teacher class or [teacher classes]", lists=True),
     },
     "logging": {
         "loggers": list_of(choice("csv", "tensorboard", "wandb", "mlflow"), "logger names (csv, tensorboard, wandb, mlflow)", non_empty=False),
@@ -334,6 +363,9 @@ def _cross_checks(config: dict[str, Any], prefix: str, problems: list[str]) -> N
         elif size_pair()(window) is None and any(s > w for s, w in zip(ev["stride"], window)):
             problems.append(f"{prefix}eval.stride: got {show(ev['stride'])}, expected no side larger than eval.window {show(window)} (windows would leave gaps)")
     model, loss = config.get("model"), config.get("loss")
+    if isinstance(model, dict) and isinstance(model.get("options"), dict) and "weights" in model["options"]:
+        problems.append(f"{prefix}model.options.weights: weights are not a build option; start from trained weights with "
+                        f"model.weights={show(model['options']['weights'])} (rtseg train --weights)")
     if isinstance(model, dict) and isinstance(loss, dict) and _is_int(model.get("num_classes")) and isinstance(loss.get("class_weights"), list):
         if len(loss["class_weights"]) != model["num_classes"]:
             problems.append(f"{prefix}loss.class_weights: got {len(loss['class_weights'])} weights, expected one per class "
@@ -378,6 +410,7 @@ def validate_config(config: Any) -> Any:
     """Return ``config`` unchanged, or raise :class:`ConfigError` listing every key whose value does not fit."""
     problems = config_problems(config)
     if problems:
-        head = "invalid config value" if len(problems) == 1 else f"{len(problems)} invalid config values"
-        raise ConfigError(head + ":\n  " + "\n  ".join(problems))
+        if len(problems) == 1:  # one problem, one line
+            raise ConfigError(f"invalid config value: {problems[0]}")
+        raise ConfigError(f"{len(problems)} invalid config values:\n  " + "\n  ".join(problems))
     return config

@@ -94,10 +94,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         from rtseg.config import dump_config
         from rtseg.tasks import resolved_config
 
-        print(dump_config(resolved_config(args.config, args.overrides)), end="")
+        config = resolved_config(args.config, args.overrides)
+        if args.weights:
+            config["model"]["weights"] = args.weights
+        print(dump_config(config), end="")
         return 0
     resume: bool | str = False if args.resume is None else True if args.resume == "" else args.resume
-    summary = train(args.config, args.overrides, out=args.out, resume=resume, progress=not args.quiet, overwrite=args.overwrite)
+    summary = train(args.config, args.overrides, out=args.out, resume=resume, progress=not args.quiet, overwrite=args.overwrite,
+                    weights=args.weights)
     best, out = summary.get("best_miou"), summary["out_dir"]
     if best is not None and not (isinstance(best, float) and math.isinf(best)):
         print(f"best validation mIoU {best:.4f}; checkpoints in {out}")

@@ -42,6 +42,8 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("--overwrite", action="store_true",
                    help="start anew in an output folder that holds a run (its files are moved to OUT/.replaced-<time>/)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--weights", help="start from trained weights (model.weights): a tag of the model (rtseg models --pretrained), a URL or "
+                                     "a file; on a dataset with other classes only the class layers start afresh")
     p.add_argument("--print-config", action="store_true", help="print the merged config (YAML, overrides applied) and exit without training")
     p.set_defaults(func=commands["train"])
 

@@ -50,6 +50,14 @@ class DistributedContext:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    def rewrap(self, net: nn.Module) -> nn.Module:
+        """A new DDP wrapper around the same module, after parameters changed ``requires_grad`` (DDP registers
+        gradient hooks for those that required one when it was built); the module itself when not distributed."""
+        if not self.enabled:
+            return net
+        module = net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
+        return nn.parallel.DistributedDataParallel(module, device_ids=net.device_ids if hasattr(net, "device_ids") else None)
+
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over the processes, in place (CPU tensors are moved for NCCL and back)."""
         if self.enabled:

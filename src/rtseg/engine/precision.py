@@ -81,15 +81,21 @@ def resolve_precision(name: str, device: torch.device, legacy_amp: bool = False)
     return TrainPrecision("bf16", torch.bfloat16, device.type == "cpu", False)
 
 
-def forward_loss(net: torch.nn.Module, criterion, precision: TrainPrecision, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The network under ``precision``'s autocast, then the loss in fp32 on logits resized to the labels."""
+def forward_loss(net: torch.nn.Module, criterion, precision: TrainPrecision, images: torch.Tensor, labels: torch.Tensor,
+                 distill=None) -> torch.Tensor:
+    """The network under ``precision``'s autocast, then the loss in fp32 on logits resized to the labels; with
+    ``distill`` (:class:`rtseg.engine.distill.Distillation`) plus its term on the main logits."""
     if precision.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     with precision.autocast(images.device):
         logits = net(images)
     if isinstance(logits, tuple):  # issue 15: (main, aux...) from rtseg.models.aux_heads.AuxiliaryHeads in training
-        return criterion(tuple(resize_to(x.float(), tuple(labels.shape[-2:])) for x in logits), labels)
-    return criterion(resize_to(logits.float(), tuple(labels.shape[-2:])), labels)
+        loss = criterion(tuple(resize_to(x.float(), tuple(labels.shape[-2:])) for x in logits), labels)
+    else:
+        loss = criterion(resize_to(logits.float(), tuple(labels.shape[-2:])), labels)
+    if distill is not None:
+        loss = loss + distill(logits[0] if isinstance(logits, tuple) else logits, images, labels, precision.autocast(images.device))
+    return loss
 
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler) -> None:

@@ -25,6 +25,9 @@ from rtseg.engine.compiled_step import compile_for_training, resolve_train_compi
 from rtseg.engine.distributed import DistributedContext
 from rtseg.engine.loggers import build_loggers, write_summary
 from rtseg.engine.ema import ModelEMA
+from rtseg.engine.finetune import (
+    Freezer, build_teacher, describe_teacher, load_start_aux_heads, load_start_weights, resolve_start_weights, start_config,
+)
 from rtseg.engine.losses import DeepSupervisionLoss, build_criterion
 from rtseg.engine.optim import build_optimizer, build_schedule
 from rtseg.engine.precision import forward_loss, optimizer_step, prepare_model, resolve_precision
@@ -55,7 +58,8 @@ class TrainingError(UserError, RuntimeError):
 class Trainer:
     """Runs one training config (a single stage) in ``out_dir``.
 
-    ``init_weights``: a checkpoint to start from (a previous stage's, see :mod:`rtseg.engine.stages`).
+    ``init_weights``: a checkpoint to start from (a previous stage's, see :mod:`rtseg.engine.stages`); without it the run
+    starts from ``model.weights`` when set (:mod:`rtseg.engine.finetune`: the class layers move to the dataset's classes).
     ``callbacks``: :class:`~rtseg.engine.callbacks.Callback` objects called after the model's own and the
     configured loggers (:mod:`rtseg.engine.callbacks` lists the hooks).
 
@@ -87,15 +91,26 @@ class Trainer:
 
         self.classes = dataset_classes(dcfg)
         mcfg = cfg["model"]
+        # model.weights: the card's build options and input shrink apply where the config leaves them open
+        self.start = resolve_start_weights(mcfg["name"], mcfg["weights"]) if init_weights is None and mcfg.get("weights") else None
+        self.start_report: list[str] = []
+        if self.start is not None:
+            self.config, self.start_report = start_config(cfg, self.start)
+            cfg = self.config
+            tcfg, dcfg, mcfg = cfg["train"], cfg["data"], cfg["model"]
         num_classes = mcfg.get("num_classes") or self.classes.num_classes
         self.num_classes = num_classes
         self.model = create_model(mcfg["name"], num_classes=num_classes, **(mcfg.get("options") or {})).to(self.device)
         if init_weights is not None:
             self.init_report = load_stage_weights(self.model, init_weights)
+        elif self.start is not None:
+            self.start_report += load_start_weights(self.model, self.start, self.classes, mcfg.get("class_map"), mcfg["name"],
+                                                    mcfg.get("options") or {})
         model_callbacks = getattr(self.model, "training_callbacks", None)  # a paper's schedule, e.g. gradual grouping
         own = list(model_callbacks(cfg)) if callable(model_callbacks) else []
         self.callbacks = CallbackList(own + build_loggers(cfg, self.out_dir) + list(callbacks), is_main=self.dist.is_main)
-        norm = dcfg.get("normalization") or get_entry(mcfg["name"]).normalization
+        card = self.start.card if self.start is not None else None
+        norm = dcfg.get("normalization") or (card.normalization if card is not None else get_entry(mcfg["name"]).normalization)
         self.normalization = norm
         # the outputs are the dataset's classes (any outputs beyond them predict void)
         named = self.classes if self.classes.num_classes <= num_classes else None
@@ -126,6 +141,9 @@ class Trainer:
 
         self.criterion = build_criterion(cfg["loss"], self.train_set.base, num_classes, self.out_dir).to(self.device)
         self.optimizer = build_optimizer(cfg["optimizer"], self.model)
+        # every parameter is in the optimizer; frozen ones get no gradient, so it leaves them as they are
+        self.freezer = Freezer(self.model, tcfg.get("freeze"), tcfg.get("freeze_epochs"))
+        self.freezer.apply(0)
         # model.aux_heads: the network trains inside a wrapper that adds the heads' outputs in training mode;
         # self.model stays the plain network (validation, checkpoints, exports), the heads are kept apart
         try:
@@ -134,6 +152,8 @@ class Trainer:
             raise ConfigError(str(exc)) from exc
         trained: torch.nn.Module = self.model
         if self.aux is not None:
+            if self.start is not None:
+                self.start_report += load_start_aux_heads(self.aux, self.start, self.classes, mcfg.get("class_map"))
             self.aux.heads.to(self.device)
             self.criterion = DeepSupervisionLoss(self.criterion, self.aux.aux_weights)
             # the heads' own group, after the network's: lr_scale prefixes keep naming the network's parameters
@@ -153,10 +173,15 @@ class Trainer:
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
 
-        self.start_epoch, self.iteration, self.best_miou, self.history = 0, 0, -math.inf, []
+        # distill: the teacher sees the same batches, in the run's precision and memory layout
+        self.distill = build_teacher(cfg.get("distill") or {}, self.classes, get_normalization(norm), self.device, self.precision.channels_last)
+
+        self.start_epoch, self.iteration, self.best_miou, self.history, self.images_seen = 0, 0, -math.inf, [], 0
         if resume:
             path = Path(resume) if isinstance(resume, (str, Path)) else self.out_dir / "last.pt"
             self._restore(path)
+            if self.freezer.apply(self.start_epoch):
+                self.net = self.dist.rewrap(self.net)
         remaining = max(0, self.epochs - self.start_epoch) * self.iters_per_epoch
         try:
             self.compile = resolve_train_compile(tcfg.get("compile", "auto"), self.device, remaining, self.dist.world_size, changes_layers=bool(own))
@@ -182,6 +207,7 @@ class Trainer:
             "iteration": self.iteration,
             "best_miou": self.best_miou,
             "history": self.history,
+            "images_seen": self.images_seen,
             "config": self.config,
             "rng": rng_state(),
         }
@@ -213,6 +239,7 @@ class Trainer:
         self.iteration = int(ckpt["iteration"])
         self.best_miou = float(ckpt["best_miou"])
         self.history = list(ckpt["history"])
+        self.images_seen = int(ckpt.get("images_seen", self.iteration * self.batch_size))
         restore_rng_state(ckpt["rng"])
 
     # -- loop --------------------------------------------------------------------------------
@@ -233,6 +260,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         self.net.train()
+        self.freezer.hold_statistics()
         loader = self._loader(self.train_set, True, epoch)
         bar = tqdm(total=self.iters_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.progress, leave=False, dynamic_ncols=True)
         total_loss, seen, t0 = 0.0, 0, time.perf_counter()
@@ -241,7 +269,7 @@ class Trainer:
                 break
             lr = self.schedule.apply(self.optimizer, self.iteration, epoch)
             images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-            loss = forward_loss(self.step_net, self.criterion, self.precision, images, labels)
+            loss = forward_loss(self.step_net, self.criterion, self.precision, images, labels, self.distill)
             if self.dist.enabled:  # every process stops together when one sees a non-finite loss
                 finite = self.dist.sum_(torch.tensor([float(torch.isfinite(loss).item())]))
                 if finite.item() < self.dist.world_size:
@@ -260,6 +288,7 @@ class Trainer:
                 step_loss = self.dist.sum_(step_loss) / self.dist.world_size
             total_loss += step_loss.item() * images.shape[0] * self.dist.world_size
             seen += images.shape[0] * self.dist.world_size
+            self.images_seen += images.shape[0] * self.dist.world_size
             rate = seen / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix(loss=f"{step_loss.item():.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
             bar.update(1)
@@ -289,10 +318,17 @@ class Trainer:
             atomic_write_text(self.out_dir / "config.yaml", dump_config(self.config))
         if self.progress:
             print(f"training {self.config['model']['name']} on {self.device}: {self.precision.describe()}, {self.compile.describe()}", flush=True)
+            for line in self.start_lines():
+                print(line, flush=True)
         self.callbacks.call("on_train_start", self)
         val_every = max(1, int(self.config["train"]["val_every"]))
         last_metrics: dict[str, Any] = {}
         for epoch in range(self.start_epoch, self.epochs):
+            if self.freezer.apply(epoch):  # train.freeze_epochs over: the parts train from here on
+                self.net = self.dist.rewrap(self.net)
+                self.step_net = compile_for_training(self.net) if self.compile.enabled else self.net
+                if self.progress:
+                    print(f"epoch {epoch + 1}: {', '.join(self.freezer.paths)} released (train.freeze_epochs={self.freezer.epochs})", flush=True)
             self.callbacks.call("on_epoch_start", self, epoch)
             row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch)}
             if (epoch + 1) % val_every == 0 or epoch + 1 == self.epochs:
@@ -324,12 +360,29 @@ class Trainer:
                 if "val_miou" in row:
                     msg += f"  val mIoU {row['val_miou']:.4f}  pixel acc {row['val_pixel_accuracy']:.4f}"
                 print(msg, flush=True)
-        summary = {"best_miou": self.best_miou, "precision": self.precision.describe(), "compile": self.compile.describe(), "epochs": self.epochs, "iterations": self.iteration, "out_dir": str(self.out_dir), "final": last_metrics}
+        summary = {"best_miou": self.best_miou, "precision": self.precision.describe(), "compile": self.compile.describe(), "epochs": self.epochs,
+                   "iterations": self.iteration, "images_seen": self.images_seen, "out_dir": str(self.out_dir), "final": last_metrics}
+        if self.start is not None:
+            summary["start_weights"] = self.start.identity
+            summary["start"] = self.start_report
+        if self.distill is not None:
+            summary["teacher"] = describe_teacher(self.config["distill"])
+        if self.freezer:
+            summary["freeze"] = self.freezer.describe()
         if main:
             write_summary(self.out_dir / "summary.json", summary)
         self.callbacks.call("on_train_end", self, summary)
         self.dist.barrier()
         return summary
+
+    def start_lines(self) -> list[str]:
+        """What the run starts from: the weights and what moved to the new classes, frozen parts, the teacher."""
+        lines = list(self.start_report)
+        if self.freezer:
+            lines.append(self.freezer.describe())
+        if self.distill is not None:
+            lines.append(f"distilling from {describe_teacher(self.config['distill'])}")
+        return lines
 
     def _card(self, epoch: int, metrics: dict[str, Any] | None) -> ModelCard:
         """The model card after ``epoch``: how it was trained so far and, when it was validated, its scores."""
@@ -343,6 +396,9 @@ class Trainer:
             wall_time_s=round(sum(float(r.get("epoch_s", 0.0)) for r in self.history), 1),
             hardware=hardware + (f" x {self.dist.world_size} processes" if self.dist.enabled else ""),
             torch_version=str(torch.__version__), rtseg_version=str(rtseg.__version__),
+            start_weights=self.start.identity if self.start is not None else None,
+            teacher=describe_teacher(self.config["distill"]) if self.distill is not None else None,
+            images_seen=self.images_seen,
         )
         scores: tuple[Metrics, ...] = ()
         if metrics:
@@ -355,6 +411,55 @@ class Trainer:
                 measured_with=f"rtseg {rtseg.__version__} trainer validation, torch {torch.__version__}, {hardware}",
             ),)
         return card_of(self.model).replace(training=training, metrics=scores)
+
+
+def _preflight(config: dict[str, Any]) -> None:
+    """Start weights, frozen parts and teachers checked for every stage before anything is written."""
+    from rtseg.config import stage_config
+    from rtseg.engine.finetune import preflight
+
+    stages = config.get("stages")
+    for i in range(len(stages) if stages else 1):
+        stage = stage_config(config, i) if stages else config
+        if i > 0:  # later stages start from the previous stage's weights
+            stage = {**stage, "model": {**stage["model"], "weights": None, "class_map": None}}
+        preflight(stage)
+
+
+def _stored_config(out: Path, resume: bool | str | Path) -> tuple[dict[str, Any] | None, Path | None]:
+    """The config of the run ``resume`` continues: a named checkpoint's, else the run folder's config.yaml."""
+    import yaml
+
+    from rtseg.io import CheckpointError
+
+    if isinstance(resume, (str, Path)) and not isinstance(resume, bool):
+        path = Path(resume)
+        if not path.is_file():
+            return None, None
+        try:
+            return dict(load_checkpoint(path).get("config") or {}) or None, path
+        except (CheckpointError, OSError):
+            return None, None  # the trainer's own resume reports an unreadable checkpoint
+    path = out / "config.yaml"
+    if not path.is_file():
+        return None, None
+    try:
+        stored = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, OSError):
+        return None, None
+    return (stored if isinstance(stored, dict) else None), path
+
+
+def _check_resume(config: dict[str, Any], out: Path, resume: bool | str | Path) -> None:
+    from rtseg.engine.finetune import resume_conflicts
+
+    stored, where = _stored_config(out, resume)
+    if stored is None:
+        return
+    conflicts = resume_conflicts(stored, config)
+    if conflicts:
+        raise TrainingError(f"cannot resume from {where}: that run was started with another setup ({'; '.join(conflicts)}); "
+                            f"resume with the run's own config, or start a new run (another --out, or --overwrite)")
 
 
 def _is_writer() -> bool:
@@ -388,6 +493,9 @@ def train(
 
     validate_config(config)
     out = Path(out_dir or config["output"]["dir"].format(recipe=config.get("recipe") or "run"))
+    _preflight(config)
+    if resume:
+        _check_resume(config, out, resume)
     callbacks = list(callbacks)
     run_dir = None
     if _is_writer():

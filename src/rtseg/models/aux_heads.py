@@ -64,6 +64,8 @@ def stage_aliases(model: nn.Module) -> dict[str, str]:
 class AuxHead(nn.Module):
     """conv3x3-BN-ReLU, dropout, conv1x1 to the classes (the usual light auxiliary head, e.g. BiSeNet's)."""
 
+    class_layers = ("classifier",)
+
     def __init__(self, in_channels: int, num_classes: int, mid_channels: int = 64, dropout: float = 0.1):
         super().__init__()
         self.conv = nn.Sequential(

@@ -22,6 +22,12 @@ class SegmentationModel(nn.Module):
     size_divisor: int = 1
     output_scale: int = 1
     num_classes: int
+    # The layers whose outputs are class scores (or whose size follows the class count): module paths, those a
+    # variant lacks skipped. Fine-tuning onto other classes re-initialises them and nothing else
+    # (rtseg.models.class_layers); tests/test_finetune.py checks every variant's list against its shapes.
+    class_layers: tuple[str, ...] = ()
+    # Names for parts of the network that ``train.freeze`` accepts beside module paths, e.g. {"encoder": "backbone"}.
+    part_aliases: dict[str, str] = {}
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for an input whose sides are multiples of ``size_divisor``."""

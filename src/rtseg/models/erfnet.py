@@ -110,6 +110,7 @@ class ERFNet(SegmentationModel):
     """ERFNet: the full encoder-decoder network, or the encoder alone with a 1x1 head and 8x bilinear upsampling."""
 
     size_divisor = 8
+    class_layers = ("decoder.output_conv", "encoder.output_conv")
 
     def __init__(self, num_classes: int = 19, encoder_only: bool = False):
         super().__init__()

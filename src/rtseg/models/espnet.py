@@ -172,6 +172,7 @@ class ESPNetC(SegmentationModel):
     """ESPNet-C: the encoder's 1/8 logits upsampled bilinearly to the input size."""
 
     size_divisor = 8
+    class_layers = ("classifier",)
 
     def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8):
         super().__init__()
@@ -180,6 +181,8 @@ class ESPNetC(SegmentationModel):
         enc = ESPNetEncoder(num_classes, p, q)
         for name, module in enc.named_children():
             self.add_module(name, module)
+        # with the encoder's modules at the top level, "encoder" (train.freeze) names all of them but the classifier
+        self.part_aliases = {"encoder": tuple(n for n, _ in self.named_children() if n != "classifier")}
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         logits = _encoder_stages(self, x)["logits"]
@@ -196,6 +199,8 @@ class ESPNet(SegmentationModel):
     """ESPNet: ESPNet-C plus the light decoder that merges 1/8, 1/4 and 1/2 features (paper Fig. 4d)."""
 
     size_divisor = 8
+    # the decoder works on class maps: every layer after the encoder's classifier has the class count as its width
+    class_layers = ("encoder.classifier", "level3_C", "br", "conv", "up_l3", "combine_l2_l3", "up_l2", "classifier")
 
     def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8, decoder_skip: DecoderSkip = "level1"):
         super().__init__()

@@ -262,6 +262,7 @@ class ESSNet(SegmentationModel):
     """
 
     size_divisor = 8
+    class_layers = ("decoder.output_conv", "encoder.output_conv")
 
     def __init__(
         self,
@@ -354,6 +355,7 @@ class WSPDNet(SegmentationModel):
     """WSPD-Net (thesis section 4.3, Table 4.2): shallow symmetric encoder-decoder with 3K / 5K non-bottleneck-1D layers and DWS-Dil."""
 
     size_divisor = 8
+    class_layers = ("output_conv",)
 
     def __init__(
         self,

@@ -73,6 +73,8 @@ class SubPixelConv(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, factor: int, last: bool = False):
         super().__init__()
         mid = out_ch * factor * factor
+        # the shuffle takes output channel c from conv channels c*t*t ... c*t*t + t*t - 1 (rtseg.models.class_layers)
+        self.channels_per_class = factor * factor
         self.conv = nn.Conv2d(in_ch, mid, 1, bias=last)
         self.bn = None if last else nn.BatchNorm2d(mid)
         self.shuffle = nn.PixelShuffle(factor)
@@ -122,6 +124,8 @@ class FarSeeNet(SegmentationModel):
     step does), so a network trained on half-size inputs can also be built with ``output_scale=1``.
     """
 
+    part_aliases = {"encoder": "backbone"}
+
     def __init__(
         self,
         num_classes: int = 19,
@@ -169,6 +173,8 @@ class FarSeeNet(SegmentationModel):
             self.context = ASPP(high_ch, 256, rates) if spec["context"] == "aspp" else FASPP(high_ch, 256, rates)
             self.decoder = DeepLabV3PlusDecoder(256, low_ch, num_classes, 48, 256, 2, "standard", align_corners=False)
             self.head = None
+        two_step = isinstance(self.head, nn.Sequential)
+        self.class_layers = ("decoder.classifier",) if self.decoder is not None else ("head.1",) if two_step else ("head",)
         for part in (self.context, self.decoder, self.head):
             if part is not None:
                 init_head(part)

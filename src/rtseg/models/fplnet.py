@@ -274,6 +274,7 @@ class FPLNet(SegmentationModel):
     """FPLNet: encoder + decoder, or the encoder alone with a 1x1 projection and 8x bilinear upsampling (Sec. III-B)."""
 
     size_divisor = 8
+    class_layers = ("decoder.classifier", "head")
 
     def __init__(
         self,

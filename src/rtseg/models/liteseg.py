@@ -77,6 +77,9 @@ class LiteSeg(SegmentationModel):
     """LiteSeg on any registered backbone: ``head="daspp"`` (the paper's model) or ``"aspp"`` (the DeepLabv3+
     baseline of Table I, row 1), with ``conv="separable"`` or ``"standard"`` convolutions in the head (Table II)."""
 
+    class_layers = ("decoder.classifier",)
+    part_aliases = {"encoder": "backbone"}
+
     def __init__(
         self,
         num_classes: int = 19,

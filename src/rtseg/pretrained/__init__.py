@@ -32,6 +32,7 @@ __all__ = [
     "find_pretrained",
     "identify_weights",
     "pretrained_table",
+    "locate_weights",
     "resolve_weights",
 ]
 
@@ -131,15 +132,9 @@ def identify_weights(path: str | os.PathLike, *, legacy_card: LegacyCard | None 
     return entry.card if entry is not None else read_card(path, legacy_card=legacy_card)
 
 
-def resolve_weights(model: str, weights: str | os.PathLike, progress: bool = True, *,
-                    legacy_card: LegacyCard | None = None) -> tuple[dict[str, torch.Tensor], ModelCard | None, str]:
-    """``(state dict, card or None, description)`` for a ``weights=`` value: a registered tag of ``model``, a URL
-    (http, https, file) or a local file (any format :func:`rtseg.io.read_weights` reads).
-
-    A file whose SHA-256 matches a registered entry gets that entry's card; otherwise the card stored in the
-    file (safetensors metadata, rtseg checkpoint; ``legacy_card`` derives one written before cards), or None for a
-    bare state dict.
-    """
+def locate_weights(model: str, weights: str | os.PathLike, progress: bool = True) -> tuple[Path, PretrainedWeights | None]:
+    """The local file a ``weights=`` value names (a tag's file or a URL downloaded first) and the registered entry
+    it is, by tag, URL or SHA-256 (None for a file nobody registered)."""
     text = str(weights)
     entry = _TABLE.get((model, text))
     if entry is None and is_url(text):
@@ -155,7 +150,19 @@ def resolve_weights(model: str, weights: str | os.PathLike, progress: bool = Tru
                 f"weights {text!r} for model {model!r} are not a registered tag "
                 f"({'tags: ' + ', '.join(tags) if tags else 'it has none'}), a URL (http://, https://, file://) or an existing file"
             )
-    entry = entry or find_pretrained(sha256_of(path))
+    return path, entry or find_pretrained(sha256_of(path))
+
+
+def resolve_weights(model: str, weights: str | os.PathLike, progress: bool = True, *,
+                    legacy_card: LegacyCard | None = None) -> tuple[dict[str, torch.Tensor], ModelCard | None, str]:
+    """``(state dict, card or None, description)`` for a ``weights=`` value: a registered tag of ``model``, a URL
+    (http, https, file) or a local file (any format :func:`rtseg.io.read_weights` reads).
+
+    A file whose SHA-256 matches a registered entry gets that entry's card; otherwise the card stored in the
+    file (safetensors metadata, rtseg checkpoint; ``legacy_card`` derives one written before cards), or None for a
+    bare state dict.
+    """
+    path, entry = locate_weights(model, weights, progress)
     state, card = read_weights(path, legacy_card=legacy_card)
     if entry is not None:
         return state, entry.card, f"{entry.model}/{entry.tag} ({path})"

@@ -16,11 +16,13 @@ def output_dir(config: Mapping[str, Any]) -> Path:
 
 
 def train(config: str | Path | Mapping[str, Any], overrides: Sequence[str] = (), *, out: str | Path | None = None,
-          resume: bool | str | Path = False, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+          resume: bool | str | Path = False, progress: bool = True, overwrite: bool = False,
+          weights: str | Path | None = None) -> dict[str, Any]:
     """Trains ``config`` (a YAML file, a recipe name, or a loaded config) with ``key=value`` ``overrides`` and returns
     the run's summary with ``out_dir`` set. ``resume``: True continues from ``out/last.pt``, a path from that
     checkpoint. A folder that already holds a run is refused unless ``resume`` or ``overwrite`` (the old run is moved
-    to a ``.replaced-<time>`` subfolder); see :func:`rtseg.engine.trainer.train`."""
+    to a ``.replaced-<time>`` subfolder); see :func:`rtseg.engine.trainer.train`. ``weights``: start from trained weights
+    (sets ``model.weights``: a tag of the model, a URL or a file)."""
     from rtseg.engine.trainer import train as run_training
 
     if isinstance(config, Mapping):
@@ -31,6 +33,8 @@ def train(config: str | Path | Mapping[str, Any], overrides: Sequence[str] = (),
         loaded = dict(config)
     else:
         loaded = load_config(config, list(overrides))
+    if weights is not None:
+        loaded = {**loaded, "model": {**loaded["model"], "weights": str(weights)}}
     out_path = Path(out) if out else output_dir(loaded)
     with progress_enabled(progress):  # label scans and class counting stay quiet under --quiet
         summary = run_training(loaded, out_path, resume=resume, progress=progress, overwrite=overwrite)

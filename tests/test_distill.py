@@ -1,0 +1,140 @@
+"""Knowledge distillation: the KL and channel-wise losses against numpy, the teacher's input and classes, and the trainer."""
+import numpy as np
+import pytest
+import torch
+
+from rtseg.config import load_config
+from rtseg.data.labels import CITYSCAPES
+from rtseg.data.normalization import PRESETS
+from rtseg.engine.distill import ChannelWiseDivergence, PixelKLDivergence, Teacher, TeacherNet, renormalize, teacher_class_groups
+from rtseg.engine.trainer import Trainer, train
+from rtseg.io import load_checkpoint, save_weights
+from rtseg.registry import create_model
+
+TINY = ["model.name=espnet-c", "model.options={q: 2}", "data.image_size=[48,64]", "data.train_samples=4", "data.val_samples=2",
+        "train.batch_size=2", "train.epochs=1", "train.max_iters_per_epoch=2", "train.threads=1", "train.precision=fp32",
+        "train.compile=off", "logging.loggers=[csv]", "train.tensorboard=false"]
+
+
+def _softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _tiny():
+    rng = np.random.default_rng(3)
+    s, t = rng.normal(size=(2, 3, 2, 4)), rng.normal(size=(2, 3, 2, 4)) * 2
+    valid = np.ones((2, 2, 4), bool)
+    valid[0, 1, 2] = valid[1, 0, 0] = False
+    return s, t, valid
+
+
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+def test_pixel_kl_matches_numpy(temperature):
+    s, t, valid = _tiny()
+    ps, pt = _softmax(s / temperature, 1), _softmax(t / temperature, 1)
+    per_pixel = (pt * (np.log(pt) - np.log(ps))).sum(1)
+    want = per_pixel[valid].mean() * temperature ** 2
+    got = PixelKLDivergence(temperature)(torch.tensor(s), torch.tensor(t), torch.tensor(valid))
+    assert got.item() == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_channel_wise_distillation_matches_numpy(temperature):
+    s, t, valid = _tiny()
+    total, count = 0.0, 0
+    for n in range(2):
+        keep = valid[n].reshape(-1)
+        for c in range(3):
+            ps = _softmax(s[n, c].reshape(-1)[keep] / temperature, 0)
+            pt = _softmax(t[n, c].reshape(-1)[keep] / temperature, 0)
+            total += (pt * (np.log(pt) - np.log(ps))).sum()
+            count += 1
+    want = total / count * temperature ** 2
+    got = ChannelWiseDivergence(temperature)(torch.tensor(s), torch.tensor(t), torch.tensor(valid))
+    assert got.item() == pytest.approx(want, rel=1e-5)
+
+
+def test_losses_vanish_when_student_equals_teacher_and_have_gradients_otherwise():
+    s, t, valid = (torch.tensor(a) for a in _tiny())
+    for loss in (PixelKLDivergence(2.0), ChannelWiseDivergence(4.0)):
+        assert loss(t.clone(), t, valid).item() == pytest.approx(0.0, abs=1e-6)
+        x = s.clone().requires_grad_()
+        loss(x, t, valid).backward()
+        assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_teacher_gets_its_own_normalisation_of_the_same_pixels():
+    pixels = torch.rand(1, 3, 8, 8) * 255
+    student, teacher = PRESETS["imagenet"], PRESETS["espnet-camvid"]  # RGB 0-1 scale vs BGR 0-255 then /255
+    assert torch.allclose(renormalize(student(pixels), student, teacher), teacher(pixels), atol=1e-5)
+
+
+def test_teacher_classes_map_by_name_drop_void_and_merge_by_class_map():
+    assert teacher_class_groups(["Road", "car"], ["sky", "road", "car", "void"]) == [[1], [2]]
+    assert teacher_class_groups(["road", "vehicle"], ["road", "car", "bus"], {"vehicle": ["car", "bus"]}) == [[0], [1, 2]]
+    with pytest.raises(ValueError, match="no class for vehicle.*student classes: road, vehicle; teacher classes: road, car"):
+        teacher_class_groups(["road", "vehicle"], ["road", "car"])
+    # a merged class's probability is the sum of its members'
+    model = torch.nn.Identity()
+    net = TeacherNet(model, PRESETS["imagenet"], [[0], [1, 2]])
+    teacher = Teacher([net], PRESETS["imagenet"], temperature=2.0)
+    logits = torch.randn(1, 3, 2, 2)
+    mapped = teacher._mapped(logits, net.groups)
+    want = torch.softmax(logits / 2, 1)
+    got = torch.softmax(mapped / 2, 1)
+    assert torch.allclose(got[:, 1], want[:, 1] + want[:, 2], atol=1e-6)
+
+
+@pytest.fixture()
+def teacher_file(tmp_path):
+    model = create_model("espnet-c", num_classes=19, q=2)
+    path = tmp_path / "teacher.safetensors"
+    save_weights(path, model, model.rtseg_card.replace(classes=CITYSCAPES))
+    return path
+
+
+def test_distillation_with_weight_zero_trains_exactly_as_without(tmp_path, teacher_file):
+    train(load_config("demo", TINY), tmp_path / "plain", progress=False)
+    train(load_config("demo", TINY + [f"distill.teacher={teacher_file}", "distill.weight=0"]), tmp_path / "kd0", progress=False)
+    train(load_config("demo", TINY + [f"distill.teacher={teacher_file}", "distill.weight=1", "distill.loss=cwd"]), tmp_path / "kd", progress=False)
+    a, b, c = (load_checkpoint(tmp_path / r / "last.pt")["model_state"] for r in ("plain", "kd0", "kd"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+
+
+def test_teacher_runs_in_eval_mode_without_gradients_on_the_augmented_batch(tmp_path, teacher_file):
+    cfg = load_config("demo", TINY + [f"distill.teacher={teacher_file}", "data.hflip=true", "train.epochs=1"])
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    seen = []
+    teacher = trainer.distill.teacher.nets[0].model
+    teacher.register_forward_pre_hook(lambda m, args: seen.append((m.training, torch.is_grad_enabled(), args[0].shape)))
+    trainer.run()
+    assert seen and all(not training and not grad for training, grad, _ in seen)
+    assert all(shape[0] == 2 for _, _, shape in seen)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert "distilling from kl T=1.0 weight=1.0" in "\n".join(trainer.start_lines())
+
+
+def test_distillation_with_aux_heads_ema_and_resume(tmp_path, teacher_file):
+    over = TINY + [f"distill.teacher={teacher_file}", "model.aux_heads=[{stage: stage3}]", "train.ema=0.9", "train.epochs=2"]
+    train(load_config("demo", over), tmp_path / "a", progress=False)
+    t = Trainer(load_config("demo", over), tmp_path / "b", progress=False)
+    t.epochs = 1
+    t.run()
+    Trainer(load_config("demo", over), tmp_path / "b", resume=True, progress=False).run()
+    a, b = (load_checkpoint(tmp_path / r / "last.pt")["model_state"] for r in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_teacher_of_other_classes_without_a_class_map_stops_naming_both_lists(tmp_path, capsys):
+    from rtseg.cli import main
+    from rtseg.data.labels import CAMVID
+
+    model = create_model("espnet-c", num_classes=11, q=2)
+    path = tmp_path / "camvid-teacher.safetensors"
+    save_weights(path, model, model.rtseg_card.replace(classes=CAMVID))
+    code = main(["train", "demo", *TINY, f"distill.teacher={path}", "--quiet", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "student classes: road, sidewalk" in err and "teacher classes: sky, building" in err
+    assert not (tmp_path / "run").exists()
