@@ -317,7 +317,8 @@ def describe_teacher(dcfg: Mapping[str, Any]) -> str | None:
         try:
             path, entry = locate_weights(name, weights, progress=False) if sep and not Path(spec).is_file() else (Path(spec), None)
             digest = entry.sha256 if entry else sha256_of(path)
-            named.append(f"{spec} (sha256 {digest})")
+            shown = f"{entry.model}@{entry.tag}" if entry is not None else spec  # a registered file is named by its tag
+            named.append(f"{shown} (sha256 {digest})")
         except (UserError, OSError):
             named.append(spec)
     return f"{dcfg.get('loss', 'kl')} T={dcfg.get('temperature', 1.0)} weight={dcfg.get('weight', 1.0)} from " + " + ".join(named)
