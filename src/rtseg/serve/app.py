@@ -2,8 +2,8 @@
 :func:`app_from_environment` loads them first (each ``--workers`` process calls it).
 
 The routes only parse, call the task layer (:mod:`rtseg.tasks._serve`, the predict task's :class:`Segmenter`) and
-render. CPU work never runs on the event loop: decoding, pre-processing and encoding run in a small thread pool,
-the networks on one inference thread (:class:`~rtseg.serve.batching.InferenceQueue`).
+render. CPU work never runs on the event loop: decoding and encoding run in a small thread pool, all tensor work
+(pre-processing, the networks, arg-max) on one inference thread (:class:`~rtseg.serve.batching.InferenceQueue`).
 """
 from __future__ import annotations
 
@@ -184,21 +184,22 @@ def create_app(models: list[ServedModel], settings: ServeSettings = ServeSetting
             del body
             t_received = time.perf_counter()
             loop = asyncio.get_running_loop()
-            rgb, x, t_decode, t_pre = await loop.run_in_executor(state["io"], _decode_and_prepare, m, data, settings.max_pixels)
+            rgb, t_decode = await loop.run_in_executor(state["io"], _decode, data, settings.max_pixels)
             del data
+            size = m.network_size_for(rgb.shape[:2])
             try:
-                result = await state["queues"][m.name].submit(x)
+                result = await state["queues"][m.name].submit(rgb, size, size or m.card.network_input_size(rgb.shape[:2]) or rgb.shape[:2])
             except QueueFull as exc:
                 raise Problem(503, "busy", f"the server is busy: {exc}; retry shortly", {"Retry-After": "1"}) from None
-            finished = await loop.run_in_executor(state["io"], _finish, m, rgb, result.output, output, format, alpha, embed)
-            label_map, payload, labels_ms, encode_ms, extra = finished
-            timings = {"receive": t_received - t0, "decode": t_decode, "preprocess": t_pre}
-            timings = {k: round(v * 1e3, 3) for k, v in timings.items()}
-            timings.update(queue=round(result.queue_ms, 3), inference=round(result.run_ms + labels_ms, 3), encode=round(encode_ms, 3))
+            label_map = result.label_map
+            payload, encode_ms, extra = await loop.run_in_executor(state["io"], _encode, m, rgb, label_map, output, format, alpha, embed)
+            timings = {"receive": round((t_received - t0) * 1e3, 3), "decode": round(t_decode * 1e3, 3),
+                       "preprocess": round(result.preprocess_ms, 3), "queue": round(result.queue_ms, 3), "inference": round(result.run_ms, 3),
+                       "encode": round(encode_ms, 3)}
             timings["total"] = round((time.perf_counter() - t0) * 1e3, 3)
             state["served"] += 1
             if output == "json":
-                return SegmentResult(model=m.name, image_size=list(rgb.shape[:2]), input_size=list(x.shape[-2:]), deployed=m.segmenter.deployed,
+                return SegmentResult(model=m.name, image_size=list(rgb.shape[:2]), input_size=list(result.input_size), deployed=m.segmenter.deployed,
                                      batch_size=result.batch_size, classes=class_shares(label_map, m.card), timings_ms=timings, **extra)
             headers = {"Server-Timing": ", ".join(f"{k};dur={v}" for k, v in timings.items()), "X-Rtseg-Model": m.name,
                        "X-Rtseg-Classes": ",".join(str(c["id"]) for c in class_shares(label_map, m.card)),
@@ -211,7 +212,7 @@ def create_app(models: list[ServedModel], settings: ServeSettings = ServeSetting
     return app
 
 
-def _decode_and_prepare(m: ServedModel, data: bytes, max_pixels: int):
+def _decode(data: bytes, max_pixels: int):
     t0 = time.perf_counter()
     try:
         rgb = decode_image(data, "the uploaded image", max_pixels=max_pixels)
@@ -221,21 +222,17 @@ def _decode_and_prepare(m: ServedModel, data: bytes, max_pixels: int):
         text = str(exc)
         code = "empty_body" if "0 bytes" in text else "truncated_image" if "truncated" in text or "corrupt" in text else "not_an_image"
         raise Problem(400, code, text) from None
-    t1 = time.perf_counter()
-    x = m.segmenter.prepare(rgb, m.network_size_for(rgb.shape[:2]))
-    return rgb, x, t1 - t0, time.perf_counter() - t1
+    return rgb, time.perf_counter() - t0
 
 
-def _finish(m: ServedModel, rgb, out, output: str, fmt: str, alpha: float, embed: list[str]):
+def _encode(m: ServedModel, rgb, label_map, output: str, fmt: str, alpha: float, embed: list[str]):
     t0 = time.perf_counter()
-    label_map = m.segmenter.labels(out, rgb.shape[:2])
-    t1 = time.perf_counter()
     payload, extra = b"", {}
     if output != "json":
         payload = render(output, rgb, label_map, m.card, fmt, alpha)
     for kind in dict.fromkeys(embed):
         extra[kind] = "data:image/png;base64," + base64.b64encode(render(kind, rgb, label_map, m.card, "png", alpha)).decode("ascii")
-    return label_map, payload, (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3, extra
+    return payload, (time.perf_counter() - t0) * 1e3, extra
 
 
 def _version() -> str:

@@ -1,6 +1,7 @@
-"""The inference queue: every network runs on one inference thread, so the event loop never waits on a network and
-requests to two networks do not fight over the CPU's cores; with a batch window, requests that arrive within a
-few milliseconds of each other run as one batch."""
+"""The inference queue: all tensor work (pre-processing, the network, upsampling and arg-max) runs on one inference
+thread, so the event loop never waits on a network and neither requests nor networks fight over the intra-op
+threads (decoding and encoding, which do not use them, run elsewhere); with a batch window, requests that arrive
+within a few milliseconds of each other run as one batch."""
 from __future__ import annotations
 
 import asyncio
@@ -20,15 +21,19 @@ class QueueFull(Exception):
 
 @dataclass
 class Result:
-    output: Any  # the network's output for this one image (a batch of 1)
+    label_map: Any  # H x W uint8 at the image's size
+    input_size: tuple[int, int]
     batch_size: int
     queue_ms: float
-    run_ms: float
+    preprocess_ms: float
+    run_ms: float  # the network on the whole batch, plus this image's upsampling and arg-max
 
 
 @dataclass
 class _Item:
-    x: torch.Tensor
+    rgb: Any
+    size: tuple[int, int] | None  # the prepare() size: None feeds the image as rtseg predict does
+    key: tuple[int, int]  # the network input size it comes to: only equal keys share a batch
     future: asyncio.Future
     queued: float
 
@@ -71,8 +76,8 @@ class InferenceQueue:
     def waiting(self) -> int:
         return self._queue.qsize() if self._queue is not None else 0
 
-    async def submit(self, x: torch.Tensor) -> Result:
-        """The network's output for one prepared image, when its batch has run."""
+    async def submit(self, rgb: Any, size: tuple[int, int] | None, key: tuple[int, int]) -> Result:
+        """The label map of one decoded image, when its batch has run."""
         if self._queue is None:
             raise RuntimeError("InferenceQueue.start() was not called (the app's lifespan starts it)")
         if self.waiting >= self.max_queue:
@@ -80,7 +85,7 @@ class InferenceQueue:
         future = asyncio.get_running_loop().create_future()
         self.in_flight += 1
         try:
-            await self._queue.put(_Item(x, future, time.perf_counter()))
+            await self._queue.put(_Item(rgb, size, tuple(key), future, time.perf_counter()))
             return await future
         finally:
             self.in_flight -= 1
@@ -101,7 +106,7 @@ class InferenceQueue:
                         item = self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self._queue.get(), timeout)
                     except (asyncio.TimeoutError, asyncio.QueueEmpty):
                         break
-                    (batch if item.x.shape == first.x.shape else later).append(item)
+                    (batch if item.key == first.key else later).append(item)
             for item in later:  # another input shape waits for the next batch
                 self._queue.put_nowait(item)
             batch = [item for item in batch if not item.future.cancelled()]  # the client went away while queued
@@ -109,18 +114,30 @@ class InferenceQueue:
                 continue
             start = time.perf_counter()
             try:
-                out = await loop.run_in_executor(self.executor, self._run, [item.x for item in batch])
+                results = await loop.run_in_executor(self.executor, self._run, batch)
             except Exception as exc:  # a failure of the network fails its requests, never the queue
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(exc)
                 continue
-            run_ms = (time.perf_counter() - start) * 1e3
             self.batches += 1
             self.images += len(batch)
-            for i, item in enumerate(batch):
+            for item, result in zip(batch, results):
+                result.queue_ms = (start - item.queued) * 1e3
                 if not item.future.done():
-                    item.future.set_result(Result(out[i:i + 1], len(batch), (start - item.queued) * 1e3, run_ms))
+                    item.future.set_result(result)
 
-    def _run(self, xs: list[torch.Tensor]) -> Any:
-        return self.segmenter.run(xs[0] if len(xs) == 1 else torch.cat(xs))
+    def _run(self, batch: list[_Item]) -> list[Result]:
+        seg = self.segmenter
+        t0 = time.perf_counter()
+        xs = [seg.prepare(item.rgb, item.size) for item in batch]
+        t1 = time.perf_counter()
+        out = seg.run(xs[0] if len(xs) == 1 else torch.cat(xs))
+        t2 = time.perf_counter()
+        results = []
+        for i, (item, x) in enumerate(zip(batch, xs)):
+            t = time.perf_counter()
+            labels = seg.labels(out[i:i + 1], item.rgb.shape[:2])
+            results.append(Result(labels, tuple(x.shape[-2:]), len(batch), 0.0, (t1 - t0) * 1e3 / len(batch),
+                                  (t2 - t1) * 1e3 + (time.perf_counter() - t) * 1e3))
+        return results
