@@ -49,6 +49,35 @@ def ensure_env() -> None:
     stamp.write_text(stamp_text)
 
 
+BROWSER = ("/usr/bin/chromium", "/usr/bin/chromedriver")
+
+
+def ensure_browser() -> None:
+    """Headless Chromium for the page test (tests/test_serve_browser.py), from Debian's packages, where this can be
+    done without asking: as root with apt-get. Never fatal: without a browser that test is skipped with the reason.
+    RTSEG_NO_BROWSER=1 leaves the system alone."""
+    import shutil
+    import time
+
+    if all(Path(p).exists() for p in BROWSER) or os.environ.get("RTSEG_NO_BROWSER") == "1":
+        return
+    if os.name != "posix" or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print("no headless Chromium here (the browser test will be skipped): as root, apt-get install chromium chromium-driver", flush=True)
+        return
+    print("installing chromium and chromium-driver (apt-get) for the browser test ...", flush=True)
+    t0 = time.monotonic()
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "env": env, "timeout": 900}
+    try:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, **quiet)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium", "chromium-driver"], check=True, **quiet)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+        detail = (getattr(exc, "stderr", None) or b"").decode(errors="replace").strip().splitlines()[-1:] or [str(exc)]
+        print(f"could not install the browser ({detail[0]}); the browser test will be skipped", flush=True)
+        return
+    print(f"browser installed in {time.monotonic() - t0:.0f} s", flush=True)
+
+
 def main(argv: list[str]) -> int:
     tasks = {"demo": "train, evaluate, benchmark and predict on synthetic scenes", "test": "run the test suite", "setup": "only create the environment"}
     if len(argv) < 1 or argv[0] not in tasks:
@@ -61,6 +90,7 @@ def main(argv: list[str]) -> int:
         if task == "demo":
             run(python(), "-m", "rtseg.cli", "demo", *extra)
         elif task == "test":
+            ensure_browser()
             run(python(), "-m", "pytest", "-q", *extra)
     except subprocess.CalledProcessError as exc:
         return exc.returncode

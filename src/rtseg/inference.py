@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from rtseg.card import CardError, card_of
+from rtseg.card import CardError, ModelCard, card_of
 from rtseg.data.image_io import check_size, image_to_rgb, read_image
 from rtseg.data.labels import ClassInfo, colorize
 from rtseg.data.normalization import get_normalization
@@ -19,7 +19,7 @@ from rtseg.errors import OptionError
 from rtseg.evaluation import resize_to
 from rtseg.registry import create_model
 
-__all__ = ["load_model", "predict", "predict_logits", "overlay", "parse_size", "classes_for"]
+__all__ = ["load_model", "predict", "predict_logits", "overlay", "parse_size", "classes_for", "model_input", "model_forward", "bounded_argmax"]
 
 
 def parse_size(text: str | None, option: str = "--size") -> tuple[int, int] | None:
@@ -81,28 +81,45 @@ def _as_rgb(image: Any) -> np.ndarray:
 MAX_ARGMAX_PIXELS = 16_000_000
 
 
-@torch.inference_mode()
-def _model_logits(model: nn.Module, image: Any, size: tuple[int, int] | None, normalization: str | None) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(logits ``1 x C x h x w`` at the model's output resolution, the image's ``(H, W)``)."""
-    rgb = _as_rgb(image)
-    try:
-        card = card_of(model)
-    except CardError:
-        if normalization is None:
-            raise
-        card = None  # a module without a card runs with the caller's normalisation, fed the image as it is
+def model_input(card: ModelCard | None, rgb: np.ndarray, size: tuple[int, int] | None = None, normalization: str | None = None,
+                device: torch.device | str = "cpu") -> torch.Tensor:
+    """The normalised ``1 x 3 x h x w`` network input for an RGB image: the card's preset (or ``normalization``),
+    shrunk as the weights were trained (:attr:`ModelCard.input_scale`) when no ``size`` is asked for, else
+    resized bilinearly to ``size``. Every inference path (predict, the server) prepares its input here."""
     norm = get_normalization(normalization or card.normalization)
     # weights trained on shrunk images get the image shrunk by the training pipeline's own function
-    x = norm(shrink_image(rgb, card.input_scale if size is None and card is not None else 1))[None]
-    device = next(model.parameters()).device
-    x = x.to(device)
+    x = norm(shrink_image(rgb, card.input_scale if size is None and card is not None else 1))[None].to(device)
     if size is not None:
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return x
+
+
+@torch.inference_mode()
+def model_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's logits for a prepared batch, in eval mode under ``torch.inference_mode`` (training mode restored)."""
     was_training = model.training
     model.eval()
     logits = model(x)
     model.train(was_training)
-    return logits, tuple(rgb.shape[:2])
+    return logits
+
+
+def _card_or_none(model: nn.Module, normalization: str | None) -> ModelCard | None:
+    try:
+        return card_of(model)
+    except CardError:
+        if normalization is None:
+            raise
+        return None  # a module without a card runs with the caller's normalisation, fed the image as it is
+
+
+@torch.inference_mode()
+def _model_logits(model: nn.Module, image: Any, size: tuple[int, int] | None, normalization: str | None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(logits ``1 x C x h x w`` at the model's output resolution, the image's ``(H, W)``)."""
+    rgb = _as_rgb(image)
+    card = _card_or_none(model, normalization)
+    x = model_input(card, rgb, size, normalization, next(model.parameters()).device)
+    return model_forward(model, x), tuple(rgb.shape[:2])
 
 
 @torch.inference_mode()

@@ -175,6 +175,39 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+# -- serve ----------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from rtseg.serve.runner import ServerOptions, require_serve_extra, serve
+    from rtseg.tasks.options import check_count, check_number
+
+    require_serve_extra()
+    from rtseg.serve.app import ServeSettings
+    from rtseg.tasks._serve import DEFAULT_MODEL, ServeOptions
+
+    check_number(args.max_body_mb, "--max-body-mb", 0, 1e6, lo_open=True)
+    check_number(args.max_pixels, "--max-pixels", 0, 1e4, lo_open=True)
+    check_number(args.read_timeout, "--read-timeout", 0, 86400, lo_open=True)
+    check_number(args.drain_timeout, "--drain-timeout", 0, 86400)
+    check_number(args.batch_window_ms, "--batch-window-ms", 0, 1000)
+    for value, option in ((args.max_batch, "--max-batch"), (args.max_queue, "--max-queue"), (args.workers, "--workers")):
+        check_count(value, option)
+    options = ServeOptions(backend=args.backend, threads=args.threads, size=_size(args.size), precision=args.precision, compile=args.compile)
+    settings = ServeSettings(max_body_bytes=int(args.max_body_mb * 1e6), max_pixels=int(args.max_pixels * 1e6), read_timeout_s=args.read_timeout,
+                             batch_window_ms=args.batch_window_ms, max_batch=args.max_batch, max_queue=args.max_queue)
+    server = ServerOptions(host=args.host, port=args.port, workers=args.workers, drain_timeout_s=args.drain_timeout,
+                           max_connections=args.max_connections, log_level=args.log_level)
+
+    def ready(models) -> None:
+        for m in models:
+            print(f"{m.name}: {m.card.summary()}; input {m.size[0]}x{m.size[1]}; {m.segmenter.deployed} "
+                  f"(loaded in {m.load_s:.1f} s)", file=sys.stderr, flush=True)
+        print(f"starting the server: the page at http://{server.host}:{server.port}/, the API at /docs", file=sys.stderr, flush=True)
+
+    print("loading " + ", ".join(args.model or [DEFAULT_MODEL]) + (" (timing the deployment choices: up to a minute)" if args.backend == "auto" else "") + " ...",
+          file=sys.stderr, flush=True)
+    return serve(args.model or [DEFAULT_MODEL], options, settings, server, on_ready=ready)
+
+
 # -- export ---------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
     from rtseg.tasks import export
@@ -233,7 +266,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"models": cmd_models, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "demo": cmd_demo, "export": cmd_export,
-            "export-weights": cmd_export_weights, "predict": cmd_predict, "recipes": cmd_recipes}
+            "export-weights": cmd_export_weights, "predict": cmd_predict, "recipes": cmd_recipes, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -148,4 +148,36 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("--format-for-server", action="store_true",
                    help="Cityscapes: write only labelId PNGs named like the input (the official evaluation server's format)")
     p.set_defaults(func=commands["predict"])
+
+    p = sub.add_parser("serve", help="an HTTP inference server and a browser page for trained networks (pip install 'rtseg[serve]')",
+                       description="Serve networks over HTTP: GET / (a page), GET /health, GET /models, POST /v1/segment/MODEL "
+                                   "(?output=labels|mask|overlay|json), GET /docs. Networks load once at start.")
+    p.add_argument("--model", action="append", metavar="[NAME=]MODEL@WEIGHTS",
+                   help="a network to serve, repeatable: a registered model with a weights tag, URL or file (fplnet@camvid, the default), "
+                        "or a checkpoint / weights / .onnx / .xml file; served as NAME (default: the model's name)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--backend", choices=["auto", "torch", "openvino", "onnxruntime"], default="auto",
+                   help="auto (default): the path rtseg bench --optimize picks on this CPU (BN folded; channels-last and torch.compile "
+                        "where a timing shows them faster); torch: eager PyTorch; onnxruntime / openvino: a dynamic export made at start")
+    p.add_argument("--threads", type=int, help="CPU threads per network (default: all cores, or cores / --workers)")
+    p.add_argument("--size", help="network input HxW every image is resized to (default: the size the weights were trained at, "
+                                  "e.g. 360x480 for the CamVid zoo); answers come back at the image's own size")
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
+                   help="with --backend auto or openvino: bf16 on CPUs with native bf16 (auto: only where the arg-max agrees)")
+    p.add_argument("--compile", choices=["off", "on", "auto"], default="auto",
+                   help="with --backend auto: torch.compile (auto: kept only where faster; off starts in seconds instead of up to a minute)")
+    p.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the networks (default 1)")
+    p.add_argument("--batch-window-ms", type=float, default=0.0,
+                   help="dynamic batching: requests arriving within this many ms run as one batch (default 0: off; docs/deployment.md "
+                        "has whether it pays)")
+    p.add_argument("--max-batch", type=int, default=8, help="largest dynamic batch (default 8)")
+    p.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body in MB (default 20)")
+    p.add_argument("--max-pixels", type=float, default=25.0, help="largest image in megapixels, checked from its header before decoding (default 25)")
+    p.add_argument("--read-timeout", type=float, default=30.0, help="seconds a request body may take to arrive (default 30)")
+    p.add_argument("--max-queue", type=int, default=64, help="requests that may wait for one network; more get 503 (default 64)")
+    p.add_argument("--max-connections", type=int, default=128, help="open connections; more get 503 (default 128)")
+    p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds SIGTERM waits for requests in flight (default 30)")
+    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], default="info")
+    p.set_defaults(func=commands["serve"])
     return parser

@@ -30,7 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from rtseg.errors import UserError
 from rtseg.limits import MAX_SIDE
 
-__all__ = ["DatasetError", "SizeError", "MAX_SIDE", "read_image", "image_to_rgb", "read_label", "displayed_size", "check_size"]
+__all__ = ["DatasetError", "SizeError", "ImageTooLargeError", "MAX_SIDE", "decode_image", "read_image", "image_to_rgb", "read_label", "displayed_size", "check_size"]
 
 
 
@@ -40,6 +40,10 @@ class DatasetError(UserError, ValueError):
 
 class SizeError(UserError, ValueError):
     """A size option or value out of bounds."""
+
+
+class ImageTooLargeError(DatasetError):
+    """An image whose header declares more pixels (or a longer side) than the reader accepts: refused before decoding."""
 
 
 _READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -83,6 +87,42 @@ def _scaled_to_uint8(arr: np.ndarray, path: str | Path) -> np.ndarray:
 def read_image(path: str | Path) -> np.ndarray:
     """An image file as ``H x W x 3`` uint8 RGB in its displayed orientation (see the module docstring)."""
     return image_to_rgb(_open(path, "image"), path)
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int = 25_000_000, formats: tuple[str, ...] = ("PNG", "JPEG")) -> np.ndarray:
+    """Image bytes (e.g. an upload) as ``H x W x 3`` uint8 RGB, as :func:`read_image` reads files.
+
+    Only ``formats`` are tried. The size in the header is checked against ``max_pixels`` and :data:`MAX_SIDE`
+    *before* any pixel is decoded, so a small file declaring a huge image (a decompression bomb) costs nothing.
+    Empty, unknown, truncated or corrupt data raise :class:`DatasetError` naming ``name``; too large an image
+    :class:`ImageTooLargeError`."""
+    import io
+
+    if not data:
+        raise DatasetError(f"{name} is empty (0 bytes); expected a {' or '.join(formats)} image")
+    try:
+        # Pillow itself refuses headers above twice its MAX_IMAGE_PIXELS (and only warns between); ours is stricter
+        im = Image.open(io.BytesIO(data), formats=list(formats))
+    except Image.DecompressionBombError as exc:
+        import re
+
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        declared = f"{int(found.group(1)):,} pixels" if found else "more pixels than Pillow decodes"
+        raise ImageTooLargeError(f"{name} ({len(data):,} bytes) declares {declared} in its header, a decompression bomb; "
+                                 f"the limit is {max_pixels:,} pixels: send a smaller image") from None
+    except UnidentifiedImageError:
+        raise DatasetError(f"{name} is not a {' or '.join(formats)} image (its first bytes are {data[:8]!r})") from None
+    except _READ_ERRORS as exc:
+        raise DatasetError(f"{name} is not a readable {' or '.join(formats)} image: {exc}") from None
+    width, height = im.size
+    if width * height > max_pixels or max(width, height) > MAX_SIDE:
+        raise ImageTooLargeError(f"{name} is {width}x{height} ({width * height:,} pixels, from its header); the limit is {max_pixels:,} "
+                                 f"pixels and {MAX_SIDE} per side: send a smaller image")
+    try:
+        im.load()
+    except _READ_ERRORS as exc:
+        raise DatasetError(f"{name} is not a readable {im.format} image (corrupt or truncated): {exc}") from None
+    return image_to_rgb(im, name)
 
 
 def image_to_rgb(im: Image.Image, name: str | Path = "<image>") -> np.ndarray:

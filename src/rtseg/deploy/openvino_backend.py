@@ -270,6 +270,9 @@ class OpenVINOSegmenter(ExportedSegmenter):
         self.compiled, self.precision = compile_ir(self.path, precision, threads, device, check_input)
         self.request = self.compiled.create_infer_request()
 
+    def _dynamic_batch(self) -> bool:
+        return self.compiled.inputs[0].get_partial_shape()[0].is_dynamic
+
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self.request.infer([np.ascontiguousarray(x, dtype=np.float32)])[0]
 
@@ -315,13 +318,13 @@ def export_ir(model: nn.Module, path: str | Path, size: tuple[int, int], *, dyna
 
 
 def openvino_segmenter(model: str, size: tuple[int, int] | None, *, weights: str | None = None, num_classes: int | None = None,
-                       threads: int | None = None, precision: str = "fp32") -> OpenVINOSegmenter:
+                       threads: int | None = None, precision: str = "fp32", workdir: str | Path | None = None) -> OpenVINOSegmenter:
     """``rtseg predict --backend openvino``: an IR file as it is, or a model / checkpoint exported once to a
-    temporary dynamic-shape IR."""
+    dynamic-shape IR in ``workdir`` (default: a new temporary folder, left to the caller to remove)."""
     if str(model).endswith(".xml"):
         return OpenVINOSegmenter(model, threads=threads, precision=precision)
     from rtseg.inference import load_model
 
-    path = Path(tempfile.mkdtemp(prefix="rtseg-")) / "model.xml"
+    path = Path(workdir if workdir is not None else tempfile.mkdtemp(prefix="rtseg-")) / "model.xml"
     export_openvino(load_model(model, weights=weights, num_classes=num_classes), path, size or (256, 512), dynamic=True)
     return OpenVINOSegmenter(path, threads=threads, precision=precision)

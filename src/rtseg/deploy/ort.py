@@ -76,16 +76,34 @@ class ExportedSegmenter:
     def _run(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def predict(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-        """``H x W`` uint8 label map for an ``H x W x 3`` uint8 RGB image."""
+    @property
+    def max_batch(self) -> int | None:
+        """How many images one :meth:`run` takes: None (any number) for a graph with a free batch, else 1."""
+        return None if self._dynamic_batch() else 1
+
+    def _dynamic_batch(self) -> bool:
+        return False
+
+    def prepare(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """The normalised ``1 x 3 x h x w`` input for an ``H x W x 3`` uint8 RGB image (resized to ``size``, else to
+        the file's fixed input size, else shrunk as the card says)."""
         import torch.nn.functional as F
 
         target = size or self.input_size
         x = self.normalization(shrink_image(rgb, self.card.input_scale if target is None else 1))[None]
         if target is not None and tuple(x.shape[-2:]) != tuple(target):
             x = F.interpolate(x, size=tuple(target), mode="bilinear", align_corners=False)
-        out = torch.from_numpy(np.asarray(self._run(x.numpy())))
-        h, w = rgb.shape[:2]
+        return x
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        """The graph's output (logits, or labels for an arg-max export) for a prepared batch."""
+        return torch.from_numpy(np.asarray(self._run(np.ascontiguousarray(x.numpy(), dtype=np.float32))))
+
+    def labels(self, out: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
+        """The ``H x W`` uint8 label map of one image's output (batch of 1) at the image's size ``hw``."""
+        import torch.nn.functional as F
+
+        h, w = hw
         if self.labels_output:
             labels = out[:, None].float()
             if tuple(labels.shape[-2:]) != (h, w):
@@ -96,6 +114,10 @@ class ExportedSegmenter:
             out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
         return out[0].argmax(0).to(torch.uint8).numpy()
 
+    def predict(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """``H x W`` uint8 label map for an ``H x W x 3`` uint8 RGB image."""
+        return self.labels(self.run(self.prepare(rgb, size)), rgb.shape[:2])
+
 
 class OnnxSegmenter(ExportedSegmenter):
     """Predict label maps with an exported ``.onnx`` file; normalisation and classes come from its metadata."""
@@ -105,6 +127,9 @@ class OnnxSegmenter(ExportedSegmenter):
         self.session = ort_session(self.path, threads=threads, providers=ort_providers(device))
         self._read_metadata(read_metadata(self.path))
         self.input_name = self.session.get_inputs()[0].name
+
+    def _dynamic_batch(self) -> bool:
+        return not isinstance(self.session.get_inputs()[0].shape[0], int)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -16,13 +17,12 @@ from rtseg.data.image_io import check_size
 from rtseg.data.labels import CITYSCAPES_CLASSES, colorize, train_ids_to_label_ids
 from rtseg.deploy.video import VideoError, is_stream, predict_video
 from rtseg.errors import OptionError
-from rtseg.inference import load_model, overlay
-from rtseg.inference import predict as predict_labels
+from rtseg.inference import bounded_argmax, load_model, model_forward, model_input, overlay
 from rtseg.tasks.common import Log, Optimization, check_inference_precision, optimized
 from rtseg.tasks.options import check_count, check_number, check_output
 from rtseg.progress import progress_range
 
-__all__ = ["predict", "segmenter", "collect_inputs"]
+__all__ = ["predict", "segmenter", "Segmenter", "collect_inputs"]
 
 Backend = Literal["torch", "onnxruntime", "openvino"]
 
@@ -63,37 +63,93 @@ def output_names(files: Sequence[Path]) -> dict[Path, str]:
     return {f: (resolved[f].relative_to(root).as_posix() if counts[stem] > 1 else stem) for f, stem in stems.items()}
 
 
+class Segmenter:
+    """Image -> label map with one loaded network, in the three stages every caller runs: :meth:`prepare` (the
+    normalised input), :meth:`run` (a batch through the network) and :meth:`labels` (one image's label map at its own
+    size). ``rtseg predict`` calls it whole; the server times the stages apart and may batch :meth:`run`.
+
+    ``deployed`` says what runs (backend, version, optimisations, precision); ``max_batch`` is how many images one
+    :meth:`run` takes (None: any). :meth:`close` removes the temporary export a backend may have written."""
+
+    def __init__(self, card: ModelCard, backend: str, deployed: str, prepare: Callable[..., Any], run: Callable[[Any], Any],
+                 labels: Callable[[Any, tuple[int, int]], np.ndarray], *, size: tuple[int, int] | None = None,
+                 max_batch: int | None = None, workdir: str | None = None):
+        self.card, self.backend, self.deployed, self.size, self.max_batch = card, backend, deployed, size, max_batch
+        self._prepare, self._run, self._labels, self._workdir = prepare, run, labels, workdir
+
+    def prepare(self, rgb: np.ndarray, size: tuple[int, int] | None = None):
+        """The normalised ``1 x 3 x h x w`` input of an ``H x W x 3`` uint8 image (resized to ``size`` when given)."""
+        return self._prepare(rgb, size)
+
+    def run(self, x):
+        """The network's output for a prepared batch (``N x 3 x h x w``, N up to ``max_batch``)."""
+        return self._run(x)
+
+    def labels(self, out, hw: tuple[int, int]) -> np.ndarray:
+        """The ``H x W`` uint8 label map of one image's output (``1 x ...``) at the image's size ``hw``."""
+        return self._labels(out, hw)
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        return self.labels(self.run(self.prepare(rgb, self.size)), rgb.shape[:2])
+
+    def close(self) -> None:
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+
+def _exported(seg: Any, card: ModelCard, backend: str, deployed: str, size, workdir: str | None) -> Segmenter:
+    return Segmenter(card, backend, deployed, seg.prepare, seg.run, seg.labels, size=size, max_batch=seg.max_batch, workdir=workdir)
+
+
 def segmenter(model: str | Path, *, weights: str | Path | None = None, num_classes: int | None = None, size: tuple[int, int] | None = None,
               backend: Backend = "torch", threads: int | None = None, optimize: Optimization | None = None,
-              precision: str | None = None) -> tuple[Callable[[np.ndarray], np.ndarray], ModelCard]:
+              precision: str | None = None) -> tuple[Segmenter, ModelCard]:
     """(segment(rgb) -> label map, model card) for ``model`` run by ``backend``; a ``.onnx`` file always runs in ONNX
-    Runtime and a ``.xml`` IR in OpenVINO."""
+    Runtime and a ``.xml`` IR in OpenVINO. ``segment`` is a :class:`Segmenter`; ``optimize`` (PyTorch only) is timed
+    at ``size`` (default 256x512)."""
     if str(model).endswith(".onnx"):
         backend = "onnxruntime"
     if str(model).endswith(".xml"):
         backend = "openvino"
     if backend == "openvino":
-        from rtseg.deploy.openvino_backend import openvino_segmenter
+        from rtseg.deploy.openvino_backend import _ov_version, openvino_segmenter
 
-        seg = openvino_segmenter(model, size, weights=weights, num_classes=num_classes, threads=threads, precision=precision or "fp32")
-        return (lambda rgb: seg.predict(rgb, size)), seg.card
+        workdir = None if str(model).endswith(".xml") else tempfile.mkdtemp(prefix="rtseg-")
+        seg = openvino_segmenter(model, size, weights=weights, num_classes=num_classes, threads=threads, precision=precision or "fp32",
+                                 workdir=workdir)
+        deployed = f"OpenVINO {_ov_version()} CPU, {'IR ' + str(model) if workdir is None else 'dynamic IR exported at start'}, precision {seg.precision.summary()}"
+        return _exported(seg, seg.card, "openvino", deployed, size, workdir), seg.card
     if backend == "onnxruntime":
+        import onnxruntime
+
         from rtseg.deploy.ort import OnnxSegmenter
 
+        workdir = None
         if str(model).endswith(".onnx"):
             path = str(model)
         else:  # export the model once into a temporary dynamic-shape ONNX file
             from rtseg.deploy.onnx_export import export_onnx
 
-            path = str(Path(tempfile.mkdtemp(prefix="rtseg-")) / "model.onnx")
+            workdir = tempfile.mkdtemp(prefix="rtseg-")
+            path = str(Path(workdir) / "model.onnx")
             export_onnx(load_model(model, weights=weights, num_classes=num_classes), path, size or (256, 512), dynamic=True)
         seg = OnnxSegmenter(path, threads=threads)
-        return (lambda rgb: seg.predict(rgb, size)), seg.card
+        deployed = (f"ONNX Runtime {onnxruntime.__version__} ({seg.session.get_providers()[0]}), "
+                    f"{'file ' + path if workdir is None else 'dynamic ONNX export made at start'}, fp32")
+        return _exported(seg, seg.card, "onnxruntime", deployed, size, workdir), seg.card
+    import torch
+
     net = load_model(model, weights=weights, num_classes=num_classes)
     card = card_of(net)
+    deployed = f"PyTorch {torch.__version__} eager, fp32"
     if optimize is not None:
         net = optimized(net, optimize, "cpu", size)
-    return (lambda rgb: predict_labels(net, rgb, size=size)), card
+        deployed = f"PyTorch {torch.__version__} rtseg.optimize: {net.rtseg_optimization.summary()}"
+    device = next(net.parameters()).device
+    seg = Segmenter(card, "torch", deployed, lambda rgb, hw: model_input(card, rgb, hw, None, device), lambda x: model_forward(net, x),
+                    lambda out, hw: bounded_argmax(out, hw).cpu().numpy(), size=size)
+    return seg, card
 
 
 def _check_server_format(card: ModelCard, model: str | Path) -> None:
@@ -135,53 +191,56 @@ def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
     files, errors = collect_inputs([i for i in inputs if not is_stream(i)])
     segment, card = segmenter(model, weights=weights, num_classes=num_classes, size=size, backend=backend, threads=threads,
                               optimize=optimize, precision=precision)
-    palette = card.class_info.palette
-    if format_for_server:
-        _check_server_format(card, model)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for e in errors:
-        log.error(e)
-    if as_video and files:
-        streams.append(files)
-        files = []
-    written, videos, video_names = 0, [], Counter()
-    for stream in streams:
-        is_list = isinstance(stream, list)
-        name = _stream_name(stream)
-        video_names[name] += 1
-        name = name if video_names[name] == 1 else f"{name}-{video_names[name]}"  # two videos of one name both kept
-        try:
-            rec = predict_video(segment, "image list" if is_list else stream, out / f"{name}_overlay.mp4", palette, alpha,
-                                frames=stream if is_list else None, fps=fps)
-        except VideoError as exc:
-            errors.append(str(exc))
-            log.error(str(exc))
-            continue
-        log.info(f"{rec['output']}: {rec['frames']} frames, {rec['fps_end_to_end']:.2f} FPS end to end "
-                 f"(decode overlapped with inference; pre-process + inference + post-process alone {rec['fps_segment_only']:.2f} FPS)")
-        videos.append(rec)
-        written += 1
-    names = output_names(files)
-    # a folder of images takes minutes: a bar on stderr (progress None: when more than 50 images)
-    for i in progress_range(len(files), "predicting", progress, unit="image"):
-        f = files[i]
-        try:
-            image = read_image(f)
-        except DatasetError as exc:
-            errors.append(str(exc))
-            log.error(str(exc))
-            continue
-        label_map = segment(image)
-        base = out / names[f]
-        base.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        palette = card.class_info.palette
         if format_for_server:
-            # the official evaluation's naming: CITY_SEQ_FRAME_leftImg8bit.png holding labelIds
-            Image.fromarray(train_ids_to_label_ids(label_map)).save(f"{base}.png")
-        else:
-            Image.fromarray(colorize(label_map, palette)).save(f"{base}_mask.png")
-            Image.fromarray(overlay(image, label_map, palette, alpha)).save(f"{base}_overlay.png")
-            if save_labels:
-                Image.fromarray(label_map.astype(np.uint8)).save(f"{base}_labels.png")
-        written += 1
-    return {"written": written, "errors": errors, "videos": videos, "out": str(out)}
+            _check_server_format(card, model)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for e in errors:
+            log.error(e)
+        if as_video and files:
+            streams.append(files)
+            files = []
+        written, videos, video_names = 0, [], Counter()
+        for stream in streams:
+            is_list = isinstance(stream, list)
+            name = _stream_name(stream)
+            video_names[name] += 1
+            name = name if video_names[name] == 1 else f"{name}-{video_names[name]}"  # two videos of one name both kept
+            try:
+                rec = predict_video(segment, "image list" if is_list else stream, out / f"{name}_overlay.mp4", palette, alpha,
+                                    frames=stream if is_list else None, fps=fps)
+            except VideoError as exc:
+                errors.append(str(exc))
+                log.error(str(exc))
+                continue
+            log.info(f"{rec['output']}: {rec['frames']} frames, {rec['fps_end_to_end']:.2f} FPS end to end "
+                     f"(decode overlapped with inference; pre-process + inference + post-process alone {rec['fps_segment_only']:.2f} FPS)")
+            videos.append(rec)
+            written += 1
+        names = output_names(files)
+        # a folder of images takes minutes: a bar on stderr (progress None: when more than 50 images)
+        for i in progress_range(len(files), "predicting", progress, unit="image"):
+            f = files[i]
+            try:
+                image = read_image(f)
+            except DatasetError as exc:
+                errors.append(str(exc))
+                log.error(str(exc))
+                continue
+            label_map = segment(image)
+            base = out / names[f]
+            base.parent.mkdir(parents=True, exist_ok=True)
+            if format_for_server:
+                # the official evaluation's naming: CITY_SEQ_FRAME_leftImg8bit.png holding labelIds
+                Image.fromarray(train_ids_to_label_ids(label_map)).save(f"{base}.png")
+            else:
+                Image.fromarray(colorize(label_map, palette)).save(f"{base}_mask.png")
+                Image.fromarray(overlay(image, label_map, palette, alpha)).save(f"{base}_overlay.png")
+                if save_labels:
+                    Image.fromarray(label_map.astype(np.uint8)).save(f"{base}_labels.png")
+            written += 1
+        return {"written": written, "errors": errors, "videos": videos, "out": str(out)}
+    finally:
+        segment.close()  # a temporary export (onnxruntime / openvino of a model name) is removed
