@@ -40,3 +40,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def resumed_run_matches_uninterrupted(overrides: list[str], tmp_path: Path, stop_after: int = 1) -> None:
+    """Train the demo recipe with ``overrides`` in one go, and again stopped after ``stop_after`` epochs and
+    resumed; assert both end with the same weights, tensor for tensor."""
+    from rtseg.config import load_config
+    from rtseg.engine.trainer import Trainer, train
+    from rtseg.io import load_checkpoint
+
+    train(load_config("demo", overrides), tmp_path / "a", progress=False)
+    interrupted = Trainer(load_config("demo", overrides), tmp_path / "b", progress=False)
+    interrupted.epochs = stop_after
+    interrupted.run()
+    Trainer(load_config("demo", overrides), tmp_path / "b", resume=True, progress=False).run()
+    a, b = (load_checkpoint(tmp_path / r / "last.pt")["model_state"] for r in "ab")
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"resumed run differs in {different[:5]}"

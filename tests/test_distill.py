@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import resumed_run_matches_uninterrupted
 
 from rtseg.config import load_config
 from rtseg.data.labels import CITYSCAPES
@@ -118,13 +119,7 @@ def test_teacher_runs_in_eval_mode_without_gradients_on_the_augmented_batch(tmp_
 
 def test_distillation_with_aux_heads_ema_and_resume(tmp_path, teacher_file):
     over = TINY + [f"distill.teacher={teacher_file}", "model.aux_heads=[{stage: stage3}]", "train.ema=0.9", "train.epochs=2"]
-    train(load_config("demo", over), tmp_path / "a", progress=False)
-    t = Trainer(load_config("demo", over), tmp_path / "b", progress=False)
-    t.epochs = 1
-    t.run()
-    Trainer(load_config("demo", over), tmp_path / "b", resume=True, progress=False).run()
-    a, b = (load_checkpoint(tmp_path / r / "last.pt")["model_state"] for r in "ab")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    resumed_run_matches_uninterrupted(over, tmp_path)
 
 
 def test_teacher_of_other_classes_without_a_class_map_stops_naming_both_lists(tmp_path, capsys):

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import resumed_run_matches_uninterrupted
 from PIL import Image
 
 from rtseg.cli import main
@@ -155,13 +156,7 @@ def test_freezing_leaves_the_frozen_tensors_unchanged_and_releases_them_after_fr
 
 def test_resume_with_freezing_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     over = TINY + ["model.name=espnet-c", "model.options={q: 2}", "train.freeze=[level1, level2]", "train.freeze_epochs=1", "train.epochs=3"]
-    train(load_config("demo", over), tmp_path / "a", progress=False)
-    t = Trainer(load_config("demo", over), tmp_path / "b", progress=False)
-    t.epochs = 1
-    t.run()
-    Trainer(load_config("demo", over), tmp_path / "b", resume=True, progress=False).run()
-    a, b = (load_checkpoint(tmp_path / r / "last.pt")["model_state"] for r in "ab")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    resumed_run_matches_uninterrupted(over, tmp_path)
 
 
 def test_per_module_rates_work_with_freezing(tmp_path):
