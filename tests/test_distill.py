@@ -133,3 +133,20 @@ def test_teacher_of_other_classes_without_a_class_map_stops_naming_both_lists(tm
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "student classes: road, sidewalk" in err and "teacher classes: sky, building" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_ensemble_averages_its_teachers_mapped_logits():
+    class Const(torch.nn.Module):
+        def __init__(self, value):
+            super().__init__()
+            self.value = value
+
+        def forward(self, x):
+            return self.value.expand(x.shape[0], -1, *x.shape[-2:])
+
+    a = torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1)
+    b = torch.tensor([5.0, 0.0]).view(1, 2, 1, 1)  # another class order: [car, road]
+    nets = [TeacherNet(Const(a), PRESETS["imagenet"], [[0], [2]]), TeacherNet(Const(b), PRESETS["espnet"], [[1], [0]])]
+    out = Teacher(nets, PRESETS["imagenet"], temperature=1.0)(torch.zeros(2, 3, 4, 4), (4, 4), torch.autocast("cpu", enabled=False))
+    assert out.shape == (2, 2, 4, 4)
+    assert torch.allclose(out[0, :, 0, 0], torch.tensor([(1.0 + 0.0) / 2, (3.0 + 5.0) / 2]))
