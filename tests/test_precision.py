@@ -58,7 +58,9 @@ def test_plain_channels_last_would_break_dilated_gradients_on_this_cpu():
         return model.to(memory_format=torch.channels_last)
 
     broken = P.layer_gradient_errors(_dilated_layers(), bf16, prepare=plain_channels_last)
-    assert set(broken) >= {"0", "1", "2"}  # the three dilated convolutions; 1x1 and transposed ones are right
+    # which dilated kinds break depends on the CPU (all three on an AMD EPYC Zen 4; the depthwise one on an Intel Xeon
+    # with AMX), but some always do, and never the 1x1 or transposed layers: the layout fix is needed wherever bf16 is native
+    assert broken and set(broken) <= {"0", "1", "2"}, broken
 
 
 def test_bf16_training_loss_follows_fp32():
