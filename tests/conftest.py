@@ -57,3 +57,34 @@ def resumed_run_matches_uninterrupted(overrides: list[str], tmp_path: Path, stop
     a, b = (load_checkpoint(tmp_path / r / "last.pt")["model_state"] for r in "ab")
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"resumed run differs in {different[:5]}"
+
+
+@pytest.fixture
+def http_files(tmp_path):
+    """A folder served over HTTP on the loopback interface (127.0.0.1, a free port): download code runs as it would
+    against a real server, while nothing leaves the machine. Yields ``(folder, base_url)``; the server keeps a list of
+    the paths it was asked for in ``folder.requests``."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()

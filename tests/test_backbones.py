@@ -172,12 +172,18 @@ def test_mismatched_weights_are_an_error_listing_the_keys(tmp_path):
     assert torch.equal(model.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
 
 
-def test_pretrained_from_a_file_url_is_cached(tmp_path, monkeypatch):
+def test_pretrained_from_a_url_is_cached_and_a_file_url_is_read_in_place(tmp_path, monkeypatch, http_files):
+    served, base, _ = http_files
     monkeypatch.setenv("RTSEG_CACHE", str(tmp_path / "cache"))
-    path, state = fake_torchvision_file("shufflenetv2", tmp_path)
+    path, state = fake_torchvision_file("shufflenetv2", served)
+    model = create_backbone("shufflenetv2", pretrained=f"{base}/{path.name}")
+    assert torch.equal(model.conv5[0].weight, state["conv5.0.weight"])
+    cached = list((tmp_path / "cache" / "weights").iterdir())  # the weights folder of the one cache folder
+    assert len(cached) == 1 and cached[0].read_bytes() == path.read_bytes()
+    cached[0].unlink()
     model = create_backbone("shufflenetv2", pretrained=path.as_uri())
     assert torch.equal(model.conv5[0].weight, state["conv5.0.weight"])
-    assert (tmp_path / "cache" / "weights" / path.name).is_file()  # the weights folder of the one cache folder
+    assert not list((tmp_path / "cache" / "weights").iterdir())  # a local file is never copied
 
 
 # ------------------------------------------------------------------ Darknet .weights

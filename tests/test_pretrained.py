@@ -1,4 +1,4 @@
-"""Model cards, weights files and named pretrained weights (downloads only from file:// URLs)."""
+"""Model cards, weights files and named pretrained weights (downloads only from a loopback HTTP server and file:// URLs)."""
 import json
 import shutil
 
@@ -101,16 +101,16 @@ def test_checkpoint_written_before_cards_loads_with_a_derived_card(tmp_path):
 
 
 @pytest.fixture
-def registered(tmp_path, monkeypatch):
-    """A temporary table entry whose file is served from a file:// URL, with an empty cache."""
+def registered(tmp_path, monkeypatch, http_files):
+    """A temporary table entry whose file is served over loopback HTTP, with an empty cache."""
+    served, base, _ = http_files
     monkeypatch.setenv("RTSEG_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(pretrained, "_TABLE", dict(pretrained._TABLE))
     model = carded_model()
-    source = tmp_path / "remote" / "lake.pth"
-    source.parent.mkdir()
+    source = served / "lake.pth"
     torch.save(model.state_dict(), source)  # a bare state dict: the card comes from the table
     entry = pretrained.register_pretrained(pretrained.PretrainedWeights(
-        "espnet-c", "lake", sha256_of(source), model.rtseg_card.replace(options={"q": 2}), url=source.as_uri()))
+        "espnet-c", "lake", sha256_of(source), model.rtseg_card.replace(options={"q": 2}), url=f"{base}/lake.pth"))
     return entry, source
 
 
@@ -130,7 +130,7 @@ def test_tag_downloads_from_the_url_into_the_cache_checked_by_hash(registered, t
 
 def test_wrong_hash_is_a_clear_error_and_caches_nothing(registered, tmp_path, monkeypatch):
     entry, source = registered
-    bad = pretrained.PretrainedWeights("espnet-c", "bad", "0" * 64, entry.card, url=source.as_uri())
+    bad = pretrained.PretrainedWeights("espnet-c", "bad", "0" * 64, entry.card, url=entry.url)
     pretrained.register_pretrained(bad)
     with pytest.raises(ChecksumError, match=f"SHA-256 {sha256_of(source)} does not match the expected 0000"):
         rtseg.create_model("espnet-c", weights="bad")

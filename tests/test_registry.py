@@ -84,7 +84,7 @@ def test_a_value_outside_the_literal_choices_names_option_value_and_choices():
 def test_mixed_annotations_accept_their_other_types():
     from rtseg.registry import InvalidOptionError
 
-    with pytest.raises(InvalidOptionError, match=r"low_level_reduce must be one of 'auto', None, any int; got 'half'"):
+    with pytest.raises(InvalidOptionError, match=r"low_level_reduce must be one of 'auto', None, or an integer 1..4096; got 'half'"):
         rtseg.create_model("liteseg-mobilenetv2", low_level_reduce="half")
     with torch.device("meta"):
         model = rtseg.create_model("liteseg-mobilenetv2", low_level_reduce=32)
@@ -96,7 +96,7 @@ def test_option_specs_list_defaults_and_choices():
 
     specs = {s.name: s for s in option_specs("essnet-d")}
     assert specs["decoder"].default == "upsampling" and specs["decoder"].choices == ("deconv", "upsampling", "trans4x", "trans8x", "nodec", "ppm")
-    assert specs["groups"].choices is None and specs["groups"].annotation == "int"
+    assert specs["groups"].choices is None and specs["groups"].annotation == "int 1..256"
     assert specs["decoder_layers"].describe() == "decoder_layers='mixed' (one of 'non-bt-1d', 'conv-module', 'mixed')"
     assert [s.name for s in option_specs("farseenet")] == list(get_entry("farseenet").options)
     assert option_specs("liteseg-darknet19")[0].name == "backbone"

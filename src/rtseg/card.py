@@ -28,6 +28,7 @@ __all__ = ["ModelCard", "TrainingRecord", "Metrics", "CardError", "CARD_VERSION"
 
 CARD_SCHEMA = "rtseg-model-card"
 CARD_VERSION = 2  # 2: training.start_weights, teacher and images_seen
+MAX_OUTPUTS = 4096  # far beyond any segmentation dataset; a card asking for more is not a real one
 
 
 class CardError(UserError, ValueError):
@@ -155,7 +156,18 @@ class ModelCard:
         return _plain(out)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelCard":
+    def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> "ModelCard":
+        """The card ``data`` describes, every value checked (a card is JSON anybody can write); ``source`` (the file
+        it came from) starts any error message."""
+        try:
+            return cls._from_dict(data)
+        except CardError as exc:
+            if source is None:
+                raise
+            raise CardError(f"{source}: {exc}") from None
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any]) -> "ModelCard":
         if not isinstance(data, Mapping) or data.get("schema") != CARD_SCHEMA:
             raise CardError(f"not an rtseg model card (expected schema {CARD_SCHEMA!r}, got {data.get('schema') if isinstance(data, Mapping) else type(data).__name__!r})")
         version = data.get("version")
@@ -169,24 +181,33 @@ class ModelCard:
             if fields.get("training") is not None:
                 fields["training"] = TrainingRecord(**_checked_fields(TrainingRecord, fields["training"], "model card training"))
             fields["metrics"] = tuple(Metrics(**_checked_fields(Metrics, m, "model card metrics")) for m in fields.get("metrics") or ())
-            fields["options"] = dict(fields.get("options") or {})
-            fields["num_outputs"] = int(fields["num_outputs"])
+            options = fields.get("options") or {}
+            if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+                raise ValueError(f"options must be a mapping of option names to values, got {options!r:.200}")
+            fields["options"] = dict(options)
+            for key, top in (("num_outputs", MAX_OUTPUTS), ("size_divisor", 4096)):
+                value = fields.get(key, 1)
+                if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                    raise ValueError(f"{key} must be an integer 1..{top}, got {value!r}")
+            if not isinstance(fields["model"], str) or not fields["model"]:
+                raise ValueError(f"model must be a registered model name, got {fields['model']!r}")
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, CardError):
                 raise
-            raise CardError(f"model card of {data.get('model')!r} is malformed: {type(exc).__name__}: {exc}") from exc
+            detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise CardError(f"model card of {str(data.get('model'))[:80]!r} is malformed: {detail}") from None
         return cls(**fields)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelCard":
+    def from_json(cls, text: str, source: str | None = None) -> "ModelCard":
         try:
             data = json.loads(text)
-        except ValueError as exc:
-            raise CardError(f"model card is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        except (ValueError, RecursionError) as exc:
+            raise CardError(f"{source + ': ' if source else ''}model card is not valid JSON: {exc}") from None
+        return cls.from_dict(data, source)
 
     def summary(self) -> str:
         """One line: model, classes, where the weights come from, the first metric."""

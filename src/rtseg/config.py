@@ -19,8 +19,22 @@ __all__ = [
 ]
 
 
+# User YAML (recipes, dataset.yaml, class maps, overrides) is small; bounding it keeps a hostile file from taking the
+# machine: a text limit, and no aliases (``*name``), whose nesting expands a few lines into gigabytes.
+MAX_YAML_CHARS = 1_000_000
+
+
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads ``5e-4`` as a string; recipes write learning rates that way, so read it as a float."""
+    """YAML 1.1 reads ``5e-4`` as a string; recipes write learning rates that way, so read it as a float.
+    Aliases are refused (see :data:`MAX_YAML_CHARS`)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"found the alias *{event.anchor}: rtseg's YAML files do not "
+                                              "expand aliases (a few nested ones can grow into gigabytes); write the values out",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
 
 
 _Loader.add_implicit_resolver(
@@ -31,12 +45,23 @@ _Loader.add_implicit_resolver(
 
 
 def yaml_load(text: str):
+    """Parse user YAML safely (no Python tags), without aliases and within :data:`MAX_YAML_CHARS`; raises
+    ``yaml.YAMLError`` for either."""
+    if len(text) > MAX_YAML_CHARS:
+        raise yaml.YAMLError(f"the text is {len(text):,} characters; rtseg reads YAML files of at most {MAX_YAML_CHARS:,}")
     return yaml.load(text, Loader=_Loader)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes a value each time it occurs (no anchors and aliases), so what rtseg writes, rtseg reads back."""
+
+    def ignore_aliases(self, data):
+        return True
 
 
 def dump_config(config: dict[str, Any]) -> str:
     """``config`` as YAML text, keys in their order (what a run writes to ``config.yaml``; :func:`load_config` reads it back)."""
-    return yaml.safe_dump(config, sort_keys=False)
+    return yaml.dump(config, Dumper=_Dumper, sort_keys=False)
 
 
 def list_recipes() -> list[str]:
@@ -128,8 +153,8 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
     path = resolve_config_path(name_or_path)
     try:
         raw = yaml_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {str(path)!r} is not valid YAML: {exc}") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config {str(path)!r} is not valid YAML: {' '.join(str(exc).split())[:400]}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config {str(path)!r} must be a mapping of sections, got {type(raw).__name__}")
     config = merge_config(DEFAULTS, raw, "", DEFAULTS)

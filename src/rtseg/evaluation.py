@@ -102,12 +102,18 @@ def class_mapping(model_classes, num_outputs: int, dataset_classes, mapping: Map
 
 def read_class_map(path: str | Path) -> dict:
     """A YAML file of ``model class: dataset class`` lines, checked to be a flat mapping of names."""
+    import yaml
+
     from rtseg.config import yaml_load
 
     path = Path(path)
     if not path.is_file():
         raise ClassMismatchError(f"class map {str(path)!r} does not exist")
-    data = yaml_load(path.read_text())
+    try:
+        data = yaml_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ClassMismatchError(f"class map {str(path)!r} is not valid YAML ({' '.join(str(exc).split())[:300]}); "
+                                 "expected 'model class: dataset class' lines") from None
     if not isinstance(data, dict) or not all(isinstance(k, (str, int)) and isinstance(v, str) for k, v in data.items()):
         raise ClassMismatchError(f"class map {str(path)!r} must be a mapping of model class names to dataset class names, e.g. 'sidewalk: pavement'")
     return data

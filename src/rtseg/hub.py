@@ -11,10 +11,11 @@ import os
 import re
 import urllib.parse
 from pathlib import Path
+from typing import Callable
 
 from rtseg.errors import UserError
 
-__all__ = ["ChecksumError", "DownloadError", "cache_dir", "sha256_of", "download", "resolve_weights", "is_url"]
+__all__ = ["ChecksumError", "DownloadError", "cache_dir", "sha256_of", "download", "resolve_weights", "is_url", "cached_name", "local_file_url"]
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.")
 _CHUNK = 1 << 20
@@ -64,22 +65,55 @@ def _check(digest: str, expected: str | None, what: str) -> None:
         raise ChecksumError(f"{what}: SHA-256 {digest} does not match the expected {expected}")
 
 
-def download(url: str, *, sha256: str | None = None, cache: str | os.PathLike | None = None, progress: bool = True,
-             filename: str | None = None) -> Path:
-    """The cached copy of ``url`` (stored as ``filename``, default the URL's file name), downloading it first if needed.
+def local_file_url(url: str) -> Path | None:
+    """The local path a ``file://`` URL names (None for any other URL)."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme != "file":
+        return None
+    if parsed.netloc not in ("", "localhost"):
+        raise DownloadError(url, Path(parsed.path), f"a file:// URL names a file on this machine, not on {parsed.netloc!r}")
+    return Path(urllib.parse.unquote(parsed.path))
 
-    A cached copy whose digest does not match is fetched again; a download whose digest does not match raises
-    :class:`ChecksumError` and leaves nothing behind.
+
+def cached_name(url: str) -> str:
+    """The cache file name of a URL that no table names: its file name with a digest of the whole URL, so two URLs
+    ending in the same file name (``.../a/w.safetensors``, ``.../b/w.safetensors``) never share a cached copy."""
+    name = os.path.basename(urllib.parse.unquote(urllib.parse.urlparse(url).path))
+    if not name:
+        raise ValueError(f"cannot tell a file name from the URL {url!r}")
+    stem, dot, suffix = name.rpartition(".")
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return f"{stem}.url_{key}.{suffix}" if dot and stem else f"{name}.url_{key}"
+
+
+def download(url: str, *, sha256: str | None = None, cache: str | os.PathLike | None = None, progress: bool = True,
+             filename: str | None = None, validate: Callable[[Path], None] | None = None) -> Path:
+    """The local copy of ``url``, downloading it into the cache first if needed.
+
+    - A ``file://`` URL is the local file itself: never copied into the cache, checked against ``sha256`` if given.
+    - Otherwise the copy is stored as ``filename`` (a registered entry's name, which holds its SHA-256) or under
+      :func:`cached_name` (keyed by the whole URL). A download lands in a temporary file, is checked (its SHA-256,
+      then ``validate``, which raises on content that is no weights file) and only then renamed into place, so
+      the cache never holds a file that failed a check. A cached copy whose digest does not match is fetched again.
     """
     import torch.hub
 
-    filename = filename or os.path.basename(urllib.parse.unquote(urllib.parse.urlparse(url).path))
-    if not filename:
-        raise ValueError(f"cannot tell a file name from the URL {url!r}")
+    local = local_file_url(url)
+    if local is not None:
+        if not local.is_file():
+            raise FileNotFoundError(f"{url}: {local} {'is not a regular file' if local.exists() else 'does not exist'}")
+        expected = _expected_hash(local.name, sha256)
+        if expected:
+            _check(sha256_of(local), expected, str(local))
+        if validate is not None:
+            validate(local)
+        return local
+    # torch.hub's convention: a hex prefix at the end of the URL's file name is the SHA-256 it must start with
+    expected = _expected_hash(filename or os.path.basename(urllib.parse.urlparse(url).path), sha256)
+    filename = filename or cached_name(url)
     folder = Path(cache) if cache is not None else cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / filename
-    expected = _expected_hash(filename, sha256)
     if target.is_file():
         if expected is None:
             return target
@@ -88,16 +122,23 @@ def download(url: str, *, sha256: str | None = None, cache: str | os.PathLike | 
             return target
         except ChecksumError:
             target.unlink()  # a stale or damaged copy: fetch it again
+    partial = folder / f".{filename}.{os.getpid()}.partial"
     try:
-        torch.hub.download_url_to_file(url, str(target), hash_prefix=expected, progress=progress)
+        torch.hub.download_url_to_file(url, str(partial), hash_prefix=expected, progress=progress)
+        if validate is not None:
+            validate(partial)
+        os.replace(partial, target)
     except RuntimeError as exc:
         if "invalid hash value" in str(exc):
             got = str(exc).rsplit('got "', 1)[-1].rstrip('")')
             raise ChecksumError(f"download of {url}: SHA-256 {got} does not match the expected {expected}") from None
         raise
     except OSError as exc:  # URLError (no network, DNS, proxy), a refused connection, a timeout
-        target.unlink(missing_ok=True)
+        if isinstance(exc, UserError):
+            raise
         raise DownloadError(url, target, getattr(exc, "reason", None) or exc) from exc
+    finally:
+        partial.unlink(missing_ok=True)
     return target
 
 

@@ -37,6 +37,9 @@ def load_model(spec: str | Path, weights: str | Path | None = None, num_classes:
     """A model in eval mode, with its card: from an rtseg checkpoint or weights file (the card inside it, or the
     registered one its SHA-256 matches), or from a registered name with optional ``weights`` (a tag, URL or file)."""
     path = Path(spec)
+    if path.suffix.lower() in (".onnx", ".xml"):
+        raise OptionError(f"{spec} is an exported network ({'ONNX' if path.suffix.lower() == '.onnx' else 'OpenVINO IR'}): this command "
+                          "needs the PyTorch network (a registered name, checkpoint or weights file); rtseg predict runs exported files")
     if path.is_file() or path.suffix in (".pt", ".pth", ".ckpt", ".safetensors"):
         if weights is not None:
             raise OptionError(f"{spec} is a file: name a registered model to use --weights with (e.g. rtseg eval espnet --weights FILE)")

@@ -103,7 +103,14 @@ def create_model(name: str, num_classes: int | None = None, *, weights: str | os
             f"model {name!r} does not support option(s) {', '.join(map(repr, unknown))}; supported options: {listing}"
         )
     kwargs = {**entry.defaults, **options}
-    check_options(name, entry.builder, kwargs)
+    try:
+        check_options(name, entry.builder, kwargs)
+        if num_classes > 1024 or any(k != "pretrained" and v != entry.options.get(k) for k, v in options.items()):
+            check_model_size(name, entry, num_classes, kwargs)
+    except InvalidOptionError as exc:
+        if card is None:
+            raise
+        raise InvalidOptionError(f"the card of weights {source} asks for what rtseg does not build: {exc}") from None
     try:
         model = entry.builder(num_classes=num_classes, **kwargs)
     except ValueError as exc:  # a constructor's check of option values the caller chose (with none, a defect)
@@ -126,6 +133,51 @@ def create_model(name: str, num_classes: int | None = None, *, weights: str | os
 
         load_weights(model, state, strict=strict)
     return model
+
+
+# Bounds on a network built from a card or a config (input anybody can write), counted on the meta device before
+# anything is allocated: far above the largest registered network (about 21M parameters, 400 modules).
+MAX_PARAMETERS = 200_000_000
+MAX_MODULES = 20_000
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def check_model_size(name: str, entry: ModelEntry, num_classes: int, kwargs: Mapping[str, Any]) -> None:
+    """Raise :class:`InvalidOptionError` when ``name`` with these options would exceed :data:`MAX_PARAMETERS` or
+    :data:`MAX_MODULES`. The network is built on the meta device (no memory, no initialisation) and the build is
+    stopped as soon as a count passes its bound, so a hostile option cannot make the check itself slow."""
+    import torch
+    from torch.nn.modules import module as module_hooks
+
+    counts = {"modules": 0, "parameters": 0}
+
+    def on_module(parent, child_name, child):
+        counts["modules"] += 1
+        if counts["modules"] > MAX_MODULES:
+            raise _TooLarge(f"more than {MAX_MODULES:,} layers")
+
+    def on_parameter(parent, param_name, param):
+        counts["parameters"] += 0 if param is None else param.numel()
+        if counts["parameters"] > MAX_PARAMETERS:
+            raise _TooLarge(f"more than {MAX_PARAMETERS:,} parameters")
+
+    handles = [module_hooks.register_module_module_registration_hook(on_module),
+               module_hooks.register_module_parameter_registration_hook(on_parameter)]
+    try:
+        with torch.device("meta"):
+            entry.builder(num_classes=num_classes, **{k: v for k, v in kwargs.items() if k != "pretrained"})
+    except _TooLarge as exc:
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v != entry.options.get(k))
+        raise InvalidOptionError(f"model {name!r} with {num_classes} classes{' and ' + shown if shown else ''} would have {exc}; "
+                                 "rtseg refuses networks that large (a card or config asking for one is not a real one)") from None
+    except Exception:  # noqa: BLE001 - the real build reports its own errors, with the user's options named
+        pass
+    finally:
+        for h in handles:
+            h.remove()
 
 
 # -- the model factory for checkpoints and weights files ------------------------------------------

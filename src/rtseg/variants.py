@@ -8,10 +8,12 @@ signature; :func:`check_options` checks them.
 from __future__ import annotations
 
 import inspect
+import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import Annotated, Any, Callable, Literal, Mapping
 
 import torch.nn as nn
 
@@ -27,6 +29,13 @@ __all__ = [
     "UnknownModelError",
     "UnknownOptionError",
     "InvalidOptionError",
+    "Range",
+    "Count",
+    "Dilation",
+    "Kernel",
+    "Groups",
+    "Channels",
+    "Probability",
 ]
 
 
@@ -43,6 +52,28 @@ class UnknownOptionError(UserError, TypeError):
 
 class InvalidOptionError(UserError, ValueError):
     """Raised for an option value outside the choices its ``Literal[...]`` annotation allows."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """Inclusive bounds of a numeric option, attached with ``typing.Annotated`` (``Annotated[int, Range(1, 64)]``);
+    in ``tuple[X, ...]`` they bound each element. A card or config is input anybody can write: ``stage3_modules:
+    1000000000`` must stop at the check, not when memory runs out."""
+
+    low: float
+    high: float
+
+    def __repr__(self) -> str:
+        return f"Range({self.low}, {self.high})"
+
+
+# The option kinds the model files use. The upper bounds are far above any paper's value and keep a build finite.
+Count = Annotated[int, Range(1, 64)]  # repeated blocks or layers (ESPNet's p, q; FPLNet's stage modules)
+Dilation = Annotated[int, Range(1, 256)]  # dilation rates (FPL module, ASPP branches)
+Kernel = Annotated[int, Range(1, 15)]  # kernel sizes
+Groups = Annotated[int, Range(1, 256)]  # convolution groups
+Channels = Annotated[int, Range(1, 4096)]  # channel counts
+Probability = Annotated[float, Range(0.0, 1.0)]  # dropout rates
 
 
 @dataclass(frozen=True)
@@ -90,15 +121,30 @@ class ModelEntry:
     @property
     def option_specs(self) -> list[OptionSpec]:
         """The options with their defaults and allowed values, in signature order."""
-        hints = _type_hints(self.builder)
-        raw = {k: p.annotation for k, p in inspect.signature(self.builder).parameters.items()}
-        return [OptionSpec(k, v, _choices(hints.get(k)), raw[k] if isinstance(raw[k], str) else _type_name(raw[k]))
-                for k, v in self.options.items()]
+        hints = _type_hints(self.builder, extras=True)
+        return [OptionSpec(k, v, _choices(hints.get(k)), _annotation_text(hints[k]) if k in hints else "") for k, v in self.options.items()]
 
 
-def _type_hints(builder: Callable) -> dict[str, Any]:
+def _type_hints(builder: Callable, extras: bool = False) -> dict[str, Any]:
     # A class's options are its constructor's; string annotations (PEP 563) resolve in the defining module.
-    return typing.get_type_hints(builder.__init__ if isinstance(builder, type) else builder)
+    return typing.get_type_hints(builder.__init__ if isinstance(builder, type) else builder, include_extras=extras)
+
+
+def _annotation_text(annotation: Any) -> str:
+    """An option's type as a reader wants it: ``int 1..64``, ``tuple[int 1..256, ...]``, ``str | None``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        ranges = [a for a in args[1:] if isinstance(a, Range)]
+        return _annotation_text(args[0]) + (f" {ranges[0].low:g}..{ranges[0].high:g}" if ranges else "")
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_annotation_text(a) for a in args)
+    if origin is Literal:
+        return "Literal[" + ", ".join(map(repr, args)) + "]"
+    if origin is tuple:
+        return "tuple[" + ", ".join("..." if a is Ellipsis else _annotation_text(a) for a in args) + "]"
+    if annotation is type(None):
+        return "None"
+    return _type_name(annotation)
 
 
 def _type_name(annotation: Any) -> str:
@@ -106,6 +152,8 @@ def _type_name(annotation: Any) -> str:
 
 
 def _union_args(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return typing.get_args(annotation)
     return (annotation,)
@@ -122,30 +170,77 @@ def _choices(annotation: Any) -> tuple[Any, ...] | None:
     return tuple(literals) + ((None,) if type(None) in _union_args(annotation) else ())
 
 
-def _allows(annotation: Any, value: Any) -> bool:
-    """Whether ``value`` fits a ``Literal`` annotation or a union of literals, ``None`` and plain classes."""
-    for member in _union_args(annotation):
-        if typing.get_origin(member) is Literal:
-            if any(value == c and type(value) is type(c) for c in typing.get_args(member)):
-                return True
-        elif member is type(None):
-            if value is None:
-                return True
-        elif isinstance(member, type) and isinstance(value, member) and not (member is int and isinstance(value, bool)):
-            return True
-    return False
-
-
 def check_options(name: str, builder: Callable, options: Mapping[str, Any]) -> None:
-    """Raise :class:`InvalidOptionError` for an option whose value its ``Literal[...]`` annotation does not allow."""
-    hints = _type_hints(builder)
+    """Raise :class:`InvalidOptionError` for an option whose value its annotation does not allow: a ``Literal[...]``
+    choice, a type (``int``, ``float``, ``bool``, ``str``, ``tuple[int, ...]``, unions with ``None``) or a
+    :class:`Range`, checked before anything is built."""
+    hints = _type_hints(builder, extras=True)
     for key, value in options.items():
         annotation = hints.get(key)
-        if _choices(annotation) is None or _allows(annotation, value):
+        if annotation is None:
             continue
-        others = [_type_name(m) for m in _union_args(annotation) if typing.get_origin(m) is not Literal and m is not type(None)]
-        allowed = ", ".join([repr(c) for c in _choices(annotation)] + [f"any {t}" for t in others])
-        raise InvalidOptionError(f"model {name!r}: {key} must be one of {allowed}; got {value!r}")
+        problem = _mismatch(annotation, value)
+        if problem is None:
+            continue
+        if _choices(annotation) is not None:
+            others = [_describe(m) for m in _union_args(annotation) if typing.get_origin(m) is not Literal and m is not type(None)]
+            allowed = ", ".join([repr(c) for c in _choices(annotation)] + [f"or {t}" for t in others])
+            raise InvalidOptionError(f"model {name!r}: {key} must be one of {allowed}; got {value!r:.200}")
+        raise InvalidOptionError(f"model {name!r}: {key} must be {problem}; got {value!r:.200}")
+
+
+def _describe(annotation: Any) -> str:
+    """What an annotation allows, in words: ``an integer 1..64``, ``a list of integers 1..256``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        base, ranges = args[0], [a for a in args[1:] if isinstance(a, Range)]
+        text = _describe(base)
+        return f"{text} {ranges[0].low:g}..{ranges[0].high:g}" if ranges else text
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a non-empty list, each {_describe(args[0])}"
+        return f"a list of {len(args)} values ({', '.join(_describe(a) for a in args)})"
+    return {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(annotation, _type_name(annotation))
+
+
+def _mismatch(annotation: Any, value: Any) -> str | None:
+    """None when ``value`` fits ``annotation``, else what the annotation allows (for the message)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        if _mismatch(args[0], value) is not None:
+            return _describe(annotation)
+        for r in (a for a in args[1:] if isinstance(a, Range)):
+            if not (r.low <= value <= r.high):
+                return _describe(annotation)
+        return None
+    if origin in (typing.Union, types.UnionType):
+        return None if any(_mismatch(a, value) is None for a in args) else _describe(annotation)
+    if origin is Literal:
+        return None if any(value == c and type(value) is type(c) for c in args) else _describe(annotation)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return _describe(annotation)
+        if len(args) == 2 and args[1] is Ellipsis:
+            ok = len(value) > 0 and all(_mismatch(args[0], v) is None for v in value)
+        else:
+            ok = len(value) == len(args) and all(_mismatch(a, v) is None for a, v in zip(args, value))
+        return None if ok else _describe(annotation)
+    if annotation is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else _describe(annotation)
+    if annotation is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else _describe(annotation)
+    if annotation is type(None):
+        return None if value is None else "null"
+    if annotation is os.PathLike:
+        return None if isinstance(value, os.PathLike) else "a path"
+    if isinstance(annotation, type):
+        return None if isinstance(value, annotation) else _describe(annotation)
+    return None  # an annotation this checker does not know: the builder checks it
 
 
 @dataclass(frozen=True)

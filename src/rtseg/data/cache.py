@@ -5,6 +5,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from rtseg.errors import OptionError
+
 __all__ = ["default_cache_dir", "file_list_key"]
 
 
@@ -13,9 +15,16 @@ def default_cache_dir() -> Path:
 
     Downloaded weights go to its ``weights`` folder, facts computed over datasets to their own folders."""
     env = os.environ.get("RTSEG_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rtseg"
+    folder = Path(env).expanduser() if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rtseg"
+    # the first existing part of the path must be a folder, or nothing can be cached under it
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        variable = "RTSEG_CACHE" if env else "XDG_CACHE_HOME" if os.environ.get("XDG_CACHE_HOME") else "HOME"
+        raise OptionError(f"the cache folder {str(folder)!r} (from ${variable}) cannot be created: {str(probe)!r} is a file, "
+                          f"not a folder; point ${'RTSEG_CACHE' if env else variable} at a folder (or unset it)")
+    return folder
 
 
 def file_list_key(dataset, num_classes: int, ignore_index: int) -> str | None:

@@ -57,6 +57,8 @@ def read_folder_spec(root: str | Path) -> dict[str, Any]:
         spec = yaml_load(path.read_text()) or {}
     except Exception as exc:  # a YAML syntax error, reported with the file
         raise DatasetError(f"{str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(spec, dict):
+        raise DatasetError(f"{str(path)!r} must be a mapping ('classes: [a, b, ...]', ...), got {type(spec).__name__}")
     classes = spec.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise DatasetError(f"{str(path)!r}: 'classes' must be a non-empty list of class names, got {classes!r}")
@@ -66,14 +68,21 @@ def read_folder_spec(root: str | Path) -> dict[str, Any]:
         raise DatasetError(f"{str(path)!r}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
     colors = spec.get("colors")
     if colors is not None:
+        if not isinstance(colors, dict):
+            raise DatasetError(f"{str(path)!r}: 'colors' must map each class to [r, g, b], got {colors!r:.200}")
         missing = [c for c in classes if c not in colors]
         extra = [c for c in colors if c not in classes]
         if missing or extra:
             raise DatasetError(f"{str(path)!r}: 'colors' must give one [r, g, b] per class; missing {missing}, not a class {extra}")
+    spec["_classes"] = _spec_classes(spec, path)
+    ignore_color = spec.get("ignore_color")
+    if ignore_color is not None and not (isinstance(ignore_color, list) and len(ignore_color) == 3
+                                         and all(isinstance(v, int) and 0 <= v <= 255 for v in ignore_color)):
+        raise DatasetError(f"{str(path)!r}: 'ignore_color' must be [r, g, b] with values 0..255, got {ignore_color!r}")
     if spec.get("label_map") is not None:
         if colors is not None or spec.get("reduce_zero_label"):
             raise DatasetError(f"{str(path)!r}: 'label_map' cannot be combined with {'colors' if colors is not None else 'reduce_zero_label'}; use one way of mapping label values")
-        spec["label_map"] = _checked_label_map(spec["label_map"], classes, int(spec.get("ignore_index", IGNORE_INDEX)), path)
+        spec["label_map"] = _checked_label_map(spec["label_map"], classes, spec["_classes"].ignore_index, path)
     rzl = spec.get("reduce_zero_label", False)
     if not isinstance(rzl, bool):
         raise DatasetError(f"{str(path)!r}: 'reduce_zero_label' must be true or false, got {rzl!r}")
@@ -102,12 +111,24 @@ def _checked_label_map(mapping: Any, classes: list[str], ignore_index: int, path
 
 
 def folder_classes(root: str | Path) -> ClassInfo:
-    spec = read_folder_spec(root)
+    return read_folder_spec(root)["_classes"]
+
+
+def _spec_classes(spec: dict[str, Any], path: Path) -> ClassInfo:
+    """The classes a dataset.yaml declares, checked: unique names, an ignore value that is no class, colours 0..255."""
     names = tuple(spec["classes"])
-    palette = spec.get("palette") or ([tuple(spec["colors"][n]) for n in names] if spec.get("colors") else None)
+    ignore = spec.get("ignore_index", IGNORE_INDEX)
+    if isinstance(ignore, bool) or not isinstance(ignore, int) or not 0 <= ignore <= 65535:
+        raise DatasetError(f"{str(path)!r}: 'ignore_index' must be a label value (an integer 0..65535), got {ignore!r}")
+    palette = spec.get("palette") or ([spec["colors"][n] for n in names] if spec.get("colors") else None)
+    if palette is not None and (not isinstance(palette, list) or not all(isinstance(c, (list, tuple)) for c in palette)):
+        raise DatasetError(f"{str(path)!r}: the colours must be [r, g, b] lists, got {palette!r:.200}")
     if not palette:  # evenly spread colours for display
         palette = spread_palette(len(names))
-    return ClassInfo(names, tuple(tuple(int(v) for v in c) for c in palette), int(spec.get("ignore_index", IGNORE_INDEX)))
+    try:
+        return ClassInfo(names, tuple(tuple(c) for c in palette), ignore)
+    except ValueError as exc:
+        raise DatasetError(f"{str(path)!r}: {exc}") from None
 
 
 def _header_size(path: Path) -> tuple[int, int]:

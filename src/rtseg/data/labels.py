@@ -124,6 +124,23 @@ class ClassInfo:
     def __post_init__(self):
         if len(self.palette) != len(self.names):
             raise ValueError(f"{len(self.names)} class names but {len(self.palette)} palette colours")
+        empty = [i for i, n in enumerate(self.names) if not isinstance(n, str) or not n.strip()]
+        if empty:
+            raise ValueError(f"class names must be non-empty text; class {empty[0]} is {self.names[empty[0]]!r}")
+        # names are matched ignoring case (class maps, fine-tuning, distillation): two that differ only in case collide
+        seen: dict[str, str] = {}
+        for n in self.names:
+            if n.lower() in seen:
+                raise ValueError(f"class names must be unique (ignoring case): {seen[n.lower()]!r} and {n!r} both appear")
+            seen[n.lower()] = n
+        bad = [c for c in self.palette if len(c) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in c)]
+        if bad:
+            raise ValueError(f"palette colours must be [r, g, b] with values 0..255, got {list(bad[0])}")
+        if isinstance(self.ignore_index, bool) or not isinstance(self.ignore_index, int) or self.ignore_index < 0:
+            raise ValueError(f"ignore_index must be an integer >= 0, got {self.ignore_index!r}")
+        if self.ignore_index < len(self.names):
+            raise ValueError(f"ignore_index {self.ignore_index} is the label value of class {self.names[self.ignore_index]!r} "
+                             f"(values 0..{len(self.names) - 1} are the classes): choose a value outside them, e.g. 255")
 
     @property
     def num_classes(self) -> int:
@@ -134,8 +151,14 @@ class ClassInfo:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ClassInfo":
-        return cls(tuple(str(n) for n in data["names"]), tuple(tuple(int(v) for v in c) for c in data["palette"]),
-                   int(data.get("ignore_index", IGNORE_INDEX)))
+        names, palette = data["names"], data["palette"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"classes.names must be a list of class names, got {names!r:.200}")
+        if not isinstance(palette, list) or not all(isinstance(c, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in c)
+                                                    for c in palette):
+            raise ValueError(f"classes.palette must be a list of [r, g, b] colours, got {palette!r:.200}")
+        ignore = data.get("ignore_index", IGNORE_INDEX)
+        return cls(tuple(names), tuple(tuple(c) for c in palette), ignore)
 
     @classmethod
     def unnamed(cls, num_classes: int) -> "ClassInfo":

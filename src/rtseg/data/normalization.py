@@ -1,6 +1,7 @@
 """Input normalisation presets: how an RGB uint8 image becomes the tensor a model was trained on."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,18 @@ class Normalization:
     channel_order: str = "RGB"
     post_scale: float = 1.0
     description: str = ""
+
+    def __post_init__(self):
+        # a card is JSON anybody can write: std 0 would turn every pixel into inf/nan and predict class 0 silently
+        for key, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                raise ValueError(f"normalization {key} must be 3 finite numbers (one per channel), got {list(values)}")
+        if not all(v > 0 for v in self.std):
+            raise ValueError(f"normalization std must be 3 numbers > 0, got {list(self.std)}")
+        if not (isinstance(self.post_scale, (int, float)) and math.isfinite(self.post_scale) and self.post_scale > 0):
+            raise ValueError(f"normalization post_scale must be a finite number > 0, got {self.post_scale!r}")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"normalization channel_order {self.channel_order!r}: expected RGB or BGR")
 
     def __call__(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``H x W x 3`` uint8 RGB array (or ``N x 3 x H x W`` float tensor on the 0-255 scale) to a normalised tensor."""
@@ -43,12 +56,24 @@ class Normalization:
     @classmethod
     def from_dict(cls, data: dict) -> "Normalization":
         """The inverse of :meth:`to_dict`; the numbers travel with it, so a file needs no preset of this install."""
+        if not isinstance(data, dict):
+            raise ValueError(f"normalization must be a mapping with name, mean, std, got {type(data).__name__}")
+        name = data["name"]
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"normalization name must be a non-empty string, got {name!r}")
         order = data.get("channel_order", "RGB")
         if order not in ("RGB", "BGR"):
-            raise ValueError(f"normalisation channel_order {order!r}: expected RGB or BGR")
-        known = PRESETS.get(data["name"])
-        return cls(data["name"], tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]), order,
-                   float(data.get("post_scale", 1.0)), known.description if known else "")
+            raise ValueError(f"normalization channel_order {order!r}: expected RGB or BGR")
+        numbers = {k: _numbers(data[k], k) for k in ("mean", "std")}
+        known = PRESETS.get(name)
+        return cls(name, numbers["mean"], numbers["std"], order, _numbers([data.get("post_scale", 1.0)], "post_scale")[0],
+                   known.description if known else "")
+
+
+def _numbers(values, key: str) -> tuple[float, ...]:
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"normalization {key} must be a list of numbers, got {values!r}")
+    return tuple(float(v) for v in values)
 
 
 PRESETS: dict[str, Normalization] = {

@@ -182,7 +182,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if "card" in out:
         from rtseg.card import ModelCard
 
-        out["card"] = ModelCard.from_dict(out["card"])
+        out["card"] = ModelCard.from_dict(out["card"], "ONNX metadata")
     return out
 
 

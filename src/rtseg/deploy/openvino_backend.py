@@ -65,14 +65,28 @@ def _write_rt_info(ov_model, meta: dict[str, str]) -> None:
         ov_model.set_rt_info(str(value), ["rtseg", key.removeprefix("rtseg.")])
 
 
+def read_ir(path: str | Path, core=None):
+    """The ``openvino.Model`` of an IR ``.xml`` (with its ``.bin`` beside it), or :class:`ExportError` naming what is
+    missing or unreadable."""
+    ov = _ov()
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: no such OpenVINO IR file (.xml)")
+    weights = path.with_suffix(".bin")
+    if not weights.is_file():
+        raise ExportError(f"{path}: its weights file {weights.name} is not beside it (an OpenVINO IR is an .xml and a .bin of the "
+                          "same name; copy both)")
+    try:
+        return (core or ov.Core()).read_model(str(path))
+    except RuntimeError as exc:
+        reason = next((line.strip() for line in str(exc).splitlines() if "Unable to read" in line or "Error" in line), "")
+        raise ExportError(f"{path}: not a readable OpenVINO IR (.xml + .bin){': ' + reason[:300] if reason else ''}") from None
+
+
 def read_ir_metadata(model_or_path) -> dict[str, Any]:
     """The rtseg metadata of an IR (a path to the ``.xml`` or a read ``openvino.Model``), JSON values decoded."""
-    ov = _ov()
     if isinstance(model_or_path, (str, Path)):
-        path = Path(model_or_path)
-        if not path.is_file():
-            raise ExportError(f"{path}: no such OpenVINO IR file (.xml)")
-        model_or_path = ov.Core().read_model(str(path))
+        model_or_path = read_ir(model_or_path)
     ov_model = model_or_path
     if not ov_model.has_rt_info(["rtseg"]):
         return {}
@@ -86,7 +100,7 @@ def read_ir_metadata(model_or_path) -> dict[str, Any]:
     if "card" in out:
         from rtseg.card import ModelCard
 
-        out["card"] = ModelCard.from_dict(out["card"])
+        out["card"] = ModelCard.from_dict(out["card"], "OpenVINO IR rt_info")
     return out
 
 
@@ -188,10 +202,7 @@ def compile_ir(model_or_path, precision: str = "fp32", threads: int | None = Non
     ov = _ov()
     core = ov.Core()
     if isinstance(model_or_path, (str, Path)):
-        path = Path(model_or_path)
-        if not path.is_file():
-            raise ExportError(f"{path}: no such OpenVINO IR file (.xml)")
-        ov_model = core.read_model(str(path))
+        ov_model = read_ir(model_or_path, core)
     else:
         ov_model = model_or_path
     device = _device(device)
@@ -287,7 +298,7 @@ def quantize_nncf(fp32_xml: str | Path, int8_xml: str | Path, calibration: str |
     meta = read_ir_metadata(fp32_xml)
     calib = calibration_set(meta, fp32_xml, calibration, count, size, kind="IR", export_command="rtseg export --format openvino")
     files = calib.files
-    ov_model = ov.Core().read_model(str(fp32_xml))
+    ov_model = read_ir(fp32_xml)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quantized = nncf.quantize(ov_model, nncf.Dataset(files, calib.input), subset_size=len(files))

@@ -67,5 +67,5 @@ def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, dict[str
     if "rtseg.card" in meta:
         from rtseg.card import ModelCard
 
-        meta["rtseg.card"] = ModelCard.from_json(meta["rtseg.card"])
+        meta["rtseg.card"] = ModelCard.from_json(meta["rtseg.card"], f"TorchScript file {str(path)!r}")
     return module.eval(), meta

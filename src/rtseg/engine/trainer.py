@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from rtseg.card import Metrics, ModelCard, TrainingRecord, card_of, hardware_description
 from rtseg.io import load_checkpoint, load_weights, save_checkpoint, save_weights
-from rtseg.config import ConfigError, dump_config
+from rtseg.config import ConfigError, dump_config, yaml_load
 from rtseg.data.datasets import build_dataset, dataset_classes
 from rtseg.data.labels import CITYSCAPES_CATEGORIES
 from rtseg.data.memory import maybe_in_memory
@@ -448,7 +448,7 @@ def _stored_config(out: Path, resume: bool | str | Path) -> tuple[dict[str, Any]
     if not path.is_file():
         return None, None
     try:
-        stored = yaml.safe_load(path.read_text())
+        stored = yaml_load(path.read_text())
     except (yaml.YAMLError, OSError):
         return None, None
     return (stored if isinstance(stored, dict) else None), path

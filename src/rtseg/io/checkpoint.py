@@ -42,7 +42,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return dict(obj)
 
 
-def stored_card(ckpt: Mapping[str, Any]) -> ModelCard | None:
+def stored_card(ckpt: Mapping[str, Any], source: str | None = None) -> ModelCard | None:
     """The model card a loaded checkpoint stores; None for one written before cards existed (the registry layer's
     :func:`rtseg.registry.checkpoint_card` derives theirs, which needs the model built)."""
-    return ModelCard.from_dict(ckpt["card"]) if "card" in ckpt else None
+    return ModelCard.from_dict(ckpt["card"], source) if "card" in ckpt else None

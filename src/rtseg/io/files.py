@@ -58,11 +58,28 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
+def _looks_like_text(path: Path) -> bool:
+    with open(path, "rb") as f:
+        sample = f.read(512)
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def load_file(path: str | os.PathLike) -> Any:
     """``torch.load(weights_only=True)`` on the CPU, with errors that name the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file {str(path)!r} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (PK..); files of torch < 1.6 are a bare pickle (protocol 2+: 0x80)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        kind = "empty" if not head else "a text file" if _looks_like_text(path) else f"a file starting with bytes {head.hex()}"
+        raise CheckpointError(f"{str(path)!r} is not a weights file ({kind}): expected a file saved with torch.save (.pt, .pth) "
+                              "or a .safetensors file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files

@@ -147,11 +147,11 @@ def read_weights(path: str | os.PathLike, tensors: bool = True, *,
             state = load_safetensors(str(path)) if tensors else None
         except Exception as exc:
             raise CheckpointError(f"{str(path)!r} is not a readable safetensors file: {type(exc).__name__}: {exc}") from exc
-        card = ModelCard.from_json(meta[CARD_METADATA_KEY]) if CARD_METADATA_KEY in meta else None
+        card = ModelCard.from_json(meta[CARD_METADATA_KEY], f"weights file {str(path)!r}") if CARD_METADATA_KEY in meta else None
         return state, card
     obj = load_file(path)
     if is_checkpoint(obj):
-        card = stored_card(obj)
+        card = stored_card(obj, f"checkpoint {str(path)!r}")
         if card is None and legacy_card is not None:
             card = legacy_card(obj)
         return extract_state_dict(obj, repr(str(path))), card

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from rtseg.models.base import SegmentationModel
 from rtseg.models.blocks import resize, transposed_upsampling
-from rtseg.variants import Variant, register_variants
+from rtseg.variants import Count, Variant, register_variants
 
 __all__ = ["CBR", "BR", "ESPDownsampler", "ESPBlock", "InputProjection", "ESPNetEncoder", "ESPNet", "ESPNetC"]
 
@@ -129,7 +129,7 @@ class InputProjection(nn.Module):
 class ESPNetEncoder(nn.Module):
     """ESPNet-C: the encoder, ``p`` ESP modules at 1/4 and ``q`` at 1/8, classifier at 1/8."""
 
-    def __init__(self, num_classes: int, p: int = 2, q: int = 8):
+    def __init__(self, num_classes: int, p: Count = 2, q: Count = 8):
         super().__init__()
         self.level1 = CBR(3, 16, 3, 2)
         self.sample1 = InputProjection(1)
@@ -174,7 +174,7 @@ class ESPNetC(SegmentationModel):
     size_divisor = 8
     class_layers = ("classifier",)
 
-    def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8):
+    def __init__(self, num_classes: int = 19, p: Count = 2, q: Count = 8):
         super().__init__()
         self.num_classes = num_classes
         # Parameters live at the top level so the official encoder weights load without a prefix.
@@ -202,7 +202,7 @@ class ESPNet(SegmentationModel):
     # the decoder works on class maps: every layer after the encoder's classifier has the class count as its width
     class_layers = ("encoder.classifier", "level3_C", "br", "conv", "up_l3", "combine_l2_l3", "up_l2", "classifier")
 
-    def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8, decoder_skip: DecoderSkip = "level1"):
+    def __init__(self, num_classes: int = 19, p: Count = 2, q: Count = 8, decoder_skip: DecoderSkip = "level1"):
         super().__init__()
         c = num_classes
         self.num_classes = c

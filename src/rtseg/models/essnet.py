@@ -25,7 +25,7 @@ from rtseg.models.base import SegmentationModel
 from rtseg.models.blocks import ChannelShuffle, LayerStackEncoder, resize, transposed_upsampling
 from rtseg.models.export_ops import adaptive_avg_pool2d
 from rtseg.models.erfnet import DownsamplerBlock, NonBottleneck1D, UpsamplerBlock
-from rtseg.variants import Variant, register_variants
+from rtseg.variants import Count, Dilation, Groups, Probability, Variant, register_variants
 
 __all__ = [
     "ConvModule",
@@ -69,9 +69,9 @@ class ConvModule(nn.Module):
         self,
         channels: int,
         dilation: int = 1,
-        groups: int = 1,
+        groups: Groups = 1,
         shuffle: bool = False,
-        dropout: float = 0.0,
+        dropout: Probability = 0.0,
         gradual: bool = False,
     ):
         super().__init__()
@@ -169,9 +169,9 @@ class ESSNetEncoder(LayerStackEncoder):
         self,
         num_classes: int,
         layout: EncoderLayout = "b",
-        groups: int = 1,
+        groups: Groups = 1,
         shuffle: bool = False,
-        dropout: float = 0.3,
+        dropout: Probability = 0.3,
         gradual: bool = False,
         with_head: bool = False,
     ):
@@ -268,12 +268,12 @@ class ESSNet(SegmentationModel):
         self,
         num_classes: int = 19,
         encoder: EncoderLayout = "b",
-        groups: int = 1,
+        groups: Groups = 1,
         shuffle: bool = False,
         decoder: Decoder = "deconv",
         decoder_layers: DecoderLayers = "non-bt-1d",
         upsampling_mode: UpsamplingMode = "transposed",
-        dropout: float = 0.3,
+        dropout: Probability = 0.3,
         gradual_grouping: bool = False,
     ):
         super().__init__()
@@ -314,8 +314,8 @@ class DWSDil(nn.Module):
     def __init__(
         self,
         channels: int,
-        dropout: float = 0.0,
-        dilations: tuple[int, ...] = ENCODER_DILATIONS,
+        dropout: Probability = 0.0,
+        dilations: tuple[Dilation, ...] = ENCODER_DILATIONS,
         pair: DWSDilPair = "depthwise",
         pointwise: DWSDilPointwise = "per-branch",
     ):
@@ -360,8 +360,8 @@ class WSPDNet(SegmentationModel):
     def __init__(
         self,
         num_classes: int = 19,
-        dws_dil_layers: int = 3,
-        dropout: float = 0.3,
+        dws_dil_layers: Count = 3,
+        dropout: Probability = 0.3,
         dws_dil_pair: DWSDilPair = "depthwise",
         dws_dil_pointwise: DWSDilPointwise = "per-branch",
     ):

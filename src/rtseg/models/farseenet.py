@@ -23,7 +23,7 @@ from rtseg.models.backbones import create_backbone, default_feature_stages
 from rtseg.models.base import SegmentationModel
 from rtseg.models.blocks import resize
 from rtseg.models.deeplab import ASPP, ConvBNReLU, DeepLabV3PlusDecoder, init_head
-from rtseg.variants import Variant, register_variants
+from rtseg.variants import Dilation, Variant, register_variants
 
 __all__ = ["FactorizedAtrousConv", "FASPP", "CFASPP", "SubPixelConv", "FarSeeNet", "METHODS"]
 
@@ -62,7 +62,7 @@ class FASPP(ASPP):
     """Factorized ASPP (section III-B): the ASPP of DeepLabv3+ (1x1 branch, atrous branches, image pooling,
     1x1 projection) with every 3x3 atrous convolution factorized."""
 
-    def __init__(self, in_ch: int, channels: int = 256, rates: tuple[int, ...] = ASPP_RATES):
+    def __init__(self, in_ch: int, channels: int = 256, rates: tuple[Dilation, ...] = ASPP_RATES):
         super().__init__(in_ch, channels, rates, atrous=FactorizedAtrousConv)
 
 
@@ -99,7 +99,7 @@ class CFASPP(nn.Module):
         high_ch: int,
         low_ch: int,
         channels: tuple[int, int] = (256, 128),
-        rates: tuple[int, ...] = ASPP_RATES,
+        rates: tuple[Dilation, ...] = ASPP_RATES,
         upsample_factor: int | None = None,
     ):
         super().__init__()
@@ -133,7 +133,7 @@ class FarSeeNet(SegmentationModel):
         method: Literal[1, 2, 3, 4] = 4,
         output_scale: Literal[1, 2, 4] = 2,
         low_level_stage: str | None = None,
-        rates: tuple[int, ...] = ASPP_RATES,
+        rates: tuple[Dilation, ...] = ASPP_RATES,
         pretrained: str | os.PathLike | None = None,
         subpixel_layout: SubpixelLayout = "cascade",
     ):

@@ -19,7 +19,7 @@ import torch.nn as nn
 from rtseg.models.base import SegmentationModel
 from rtseg.models.blocks import ConvBNAct, resize, transposed_upsampling
 from rtseg.models.espnet import ESPBlock, ESPDownsampler, ESPNetC
-from rtseg.variants import Variant, register_variants
+from rtseg.variants import Count, Dilation, Kernel, Variant, register_variants
 
 __all__ = [
     "NormAct",
@@ -104,7 +104,7 @@ class FPLModule(nn.Module):
         in_ch: int,
         out_ch: int,
         stride: int = 1,
-        dilations: tuple[int, ...] = DILATIONS,
+        dilations: tuple[Dilation, ...] = DILATIONS,
         factorization: Factorization = "composite",
         pff: PFFMode = "adjacent",
         activation: Activation = "prelu",
@@ -223,8 +223,8 @@ class FPLNetEncoder(nn.Module):
     """FPLNet encoder (Fig. 4, Table II layers 1-20): initial module, FPL downsampler + n2 FPL modules at 1/4,
     FIR unit, FPL downsampler + n3 FPL modules at 1/8, FIR unit; each fusion followed by BN + PReLU."""
 
-    def __init__(self, block, down, downsampling: Downsampling = "delayed", fusion: Fusion = "fir", stage2_modules: int = 4,
-                 stage3_modules: int = 8, activation: Activation = "prelu"):
+    def __init__(self, block, down, downsampling: Downsampling = "delayed", fusion: Fusion = "fir", stage2_modules: Count = 4,
+                 stage3_modules: Count = 8, activation: Activation = "prelu"):
         """``block`` / ``down``: constructors ``(in_ch, out_ch) -> nn.Module`` of the regular module and the downsampler."""
         super().__init__()
         # ESPNet's image pyramid: the image average-pooled (3x3, stride 2) once per downsampling.
@@ -283,14 +283,14 @@ class FPLNet(SegmentationModel):
         module: ModuleKind = "fpl",
         downsampling: Downsampling = "delayed",
         fusion: Fusion = "fir",
-        stage2_modules: int = 4,
-        stage3_modules: int = 8,
+        stage2_modules: Count = 4,
+        stage3_modules: Count = 8,
         factorization: Factorization = "composite",
         activation: Activation = "prelu",
-        dilations: tuple[int, ...] = DILATIONS,
+        dilations: tuple[Dilation, ...] = DILATIONS,
         pff: PFFMode = "adjacent",
         esp_downsampler: bool = True,
-        decoder_kernels: tuple[int, int, int] = (3, 3, 2),
+        decoder_kernels: tuple[Kernel, Kernel, Kernel] = (3, 3, 2),
     ):
         super().__init__()
         self.num_classes = num_classes
@@ -315,8 +315,8 @@ class FPLNet(SegmentationModel):
 class ESPNetFPL(ESPNetC):
     """ESPNet-C with its ESP modules replaced by FPL modules (Table VI, "ESPNet-FPL"); everything else as ESPNet-C."""
 
-    def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8, fpl_downsamplers: bool = True,
-                 dilations: tuple[int, ...] = DILATIONS, factorization: Factorization = "composite", pff: PFFMode = "adjacent"):
+    def __init__(self, num_classes: int = 19, p: Count = 2, q: Count = 8, fpl_downsamplers: bool = True,
+                 dilations: tuple[Dilation, ...] = DILATIONS, factorization: Factorization = "composite", pff: PFFMode = "adjacent"):
         super().__init__(num_classes, p, q)
         opts = dict(dilations=tuple(dilations), factorization=factorization, pff=pff)
         if fpl_downsamplers:

@@ -18,7 +18,7 @@ from rtseg.models.base import SegmentationModel
 from rtseg.models.blocks import resize
 from rtseg.models.counting import table2_operations
 from rtseg.models.deeplab import ASPP, ConvBNReLU, ConvKind, DeepLabV3PlusDecoder, ImagePooling, init_head, make_conv
-from rtseg.variants import Variant, register_variants
+from rtseg.variants import Channels, Dilation, Variant, register_variants
 
 __all__ = ["DASPPBranch", "DASPP", "LiteSegDecoder", "LiteSeg", "LITESEG_BACKBONES", "table2_operations"]
 
@@ -27,7 +27,7 @@ DASPP_RATES = (1, 3, 6, 9)
 Head = Literal["daspp", "aspp"]
 # Channels of the 1x1 reduction of the low-level features: a count, None (used as they are) or "auto"
 # (the backbone's recorded choice below, else 48 as DeepLabv3+ for features wider than 48).
-LowLevelReduce = Union[int, Literal["auto"], None]
+LowLevelReduce = Union[Channels, Literal["auto"], None]
 
 # Per backbone, as in the official code: which stages feed the head, the output stride, and the
 # 1x1 reduction of the low-level features (None: used as they are).
@@ -57,7 +57,7 @@ class DASPP(nn.Module):
     """Deeper ASPP (Fig. 1, section II-D): rates 1, 3, 6, 9 with 96 filters, image pooling, and a short residual
     connection that concatenates the module's input with its branches before the 1x1 projection."""
 
-    def __init__(self, in_ch: int, channels: int = 96, rates: tuple[int, ...] = DASPP_RATES, conv: ConvKind = "separable"):
+    def __init__(self, in_ch: int, channels: int = 96, rates: tuple[Dilation, ...] = DASPP_RATES, conv: ConvKind = "separable"):
         super().__init__()
         self.branches = nn.ModuleList(DASPPBranch(in_ch, channels, r, conv) for r in rates)
         self.pool = ImagePooling(in_ch, channels)

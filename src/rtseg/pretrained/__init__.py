@@ -132,6 +132,11 @@ def identify_weights(path: str | os.PathLike, *, legacy_card: LegacyCard | None 
     return entry.card if entry is not None else read_card(path, legacy_card=legacy_card)
 
 
+def _weights_file(path: Path) -> None:
+    """Raise unless ``path`` reads as a weights file (before a download may enter the cache)."""
+    read_weights(path, tensors=False)
+
+
 def locate_weights(model: str, weights: str | os.PathLike, progress: bool = True) -> tuple[Path, PretrainedWeights | None]:
     """The local file a ``weights=`` value names (a tag's file or a URL downloaded first) and the registered entry
     it is, by tag, URL or SHA-256 (None for a file nobody registered)."""
@@ -139,7 +144,7 @@ def locate_weights(model: str, weights: str | os.PathLike, progress: bool = True
     entry = _TABLE.get((model, text))
     if entry is None and is_url(text):
         entry = next((e for e in _TABLE.values() if e.url == text), None)
-        path = entry.path(progress) if entry else download(text, progress=progress)
+        path = entry.path(progress) if entry else download(text, progress=progress, validate=_weights_file)
     elif entry is not None:
         path = entry.path(progress)
     else:
