@@ -125,6 +125,19 @@ class ModelCard:
         scale = data.get("input_scale") or 1
         return int(scale) if isinstance(scale, int) and scale > 1 else 1
 
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """The image size (height, width) the weights were evaluated at (their first metric's protocol), else trained
+        at (the training config's ``data.image_size``); None when neither says (an untrained network, foreign weights
+        without a measured size). Exports default to it and ``rtseg predict --size card`` resizes to it."""
+        candidates = [m.protocol.get("input_size") for m in self.metrics]
+        data = ((self.training.config if self.training else None) or {}).get("data") or {}
+        candidates.append(data.get("image_size"))
+        for c in candidates:
+            if isinstance(c, (list, tuple)) and len(c) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in c):
+                return int(c[0]), int(c[1])
+        return None
+
     def network_input_size(self, image_hw: tuple[int, int]) -> tuple[int, int] | None:
         """The size an ``image_hw`` image is fed to the network at when no size is asked for: shrunk by
         :attr:`input_scale` (the predictions still come back at ``image_hw``); None when it is fed as it is."""

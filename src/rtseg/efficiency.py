@@ -113,14 +113,9 @@ def measure_latency(
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
+    from rtseg.cpu import cpu_info
+
+    return cpu_info().model
 
 
 def conditions(device: torch.device, size, batch: int, warmup: int, iters: int, dtype: torch.dtype) -> dict[str, Any]:
@@ -137,7 +132,16 @@ def conditions(device: torch.device, size, batch: int, warmup: int, iters: int, 
         "python": platform.python_version(),
         "platform": platform.platform(),
         "mode": "eval + torch.inference_mode",
+        **cpu_record(device),
     }
+
+
+def cpu_record(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The CPU's kind and the flags that decide precision and deployment, for a record measured on (or fed by) it."""
+    from rtseg.cpu import cpu_info
+
+    info = cpu_info()
+    return {"cpu": info.model, "cpu_kind": info.kind, "cpu_flags": info.named_flags, "cpu_count": info.cpus}
 
 
 def measure_training_throughput(

@@ -19,7 +19,7 @@ from rtseg.errors import OptionError
 from rtseg.evaluation import resize_to
 from rtseg.registry import create_model
 
-__all__ = ["load_model", "predict", "predict_logits", "overlay", "parse_size", "classes_for", "model_input", "model_forward", "bounded_argmax"]
+__all__ = ["load_model", "predict", "predict_logits", "overlay", "present_classes", "draw_legend", "parse_size", "classes_for", "model_input", "model_forward", "bounded_argmax"]
 
 
 def parse_size(text: str | None, option: str = "--size") -> tuple[int, int] | None:
@@ -167,3 +167,41 @@ def overlay(image: np.ndarray, label_map: np.ndarray, palette, alpha: float = 0.
     """The image blended with the colourised label map."""
     colour = colorize(label_map, palette).astype(np.float32)
     return np.clip(image.astype(np.float32) * (1 - alpha) + colour * alpha, 0, 255).astype(np.uint8)
+
+
+def present_classes(label_map: np.ndarray, classes: ClassInfo, min_share: float = 0.0) -> list[tuple[int, str, tuple[int, int, int], float]]:
+    """``(index, name, colour, pixel share)`` of each named class in ``label_map``, largest share first (void outputs and
+    classes below ``min_share`` left out)."""
+    counts = np.bincount(np.asarray(label_map, dtype=np.int64).ravel(), minlength=classes.num_classes)[: classes.num_classes]
+    total = max(1, int(np.asarray(label_map).size))
+    found = [(i, classes.names[i], tuple(classes.palette[i]), counts[i] / total) for i in np.flatnonzero(counts)]
+    return sorted((f for f in found if f[3] >= min_share), key=lambda f: -f[3])
+
+
+def draw_legend(image: np.ndarray, label_map: np.ndarray, classes: ClassInfo) -> np.ndarray:
+    """``image`` with a legend in its top-left corner: a colour swatch and the name of each class present in
+    ``label_map`` (largest first), on a dark panel, sized to the image (a copy; ``image`` is unchanged)."""
+    from PIL import ImageDraw, ImageFont
+
+    entries = present_classes(label_map, classes)
+    if not entries:
+        return image
+    h, w = image.shape[:2]
+    size = int(np.clip(min(h, w) / 30, 9, 28))
+    try:
+        font = ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        font = ImageFont.load_default()
+    pad, swatch = max(2, size // 4), size
+    rows = entries[: max(1, (h - 2 * pad) // (size + pad))]  # as many as fit in the image's height
+    labels = [f"{name} {100 * share:.0f}%" for _, name, _, share in rows]
+    text_w = max(font.getbbox(t)[2] for t in labels)
+    panel = Image.new("RGBA", (min(w, 3 * pad + swatch + text_w), min(h, pad + len(rows) * (size + pad))), (0, 0, 0, 150))
+    draw = ImageDraw.Draw(panel)
+    for k, ((_, _, colour, _), text) in enumerate(zip(rows, labels)):
+        y = pad + k * (size + pad)
+        draw.rectangle([pad, y, pad + swatch - 1, y + size - 1], fill=(*colour, 255), outline=(255, 255, 255, 255))
+        draw.text((2 * pad + swatch, y + size // 2), text, fill=(255, 255, 255, 255), font=font, anchor="lm")
+    out = Image.fromarray(image).convert("RGBA")
+    out.alpha_composite(panel, (0, 0))
+    return np.asarray(out.convert("RGB"))

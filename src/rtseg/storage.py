@@ -8,15 +8,17 @@ message can say that the previous file is intact.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Literal
 
 from rtseg.errors import UserError
 
-__all__ = ["WriteError", "OutputError", "DISK_ERRNOS", "check_writable", "reraise_write_error", "atomic_write_text"]
+__all__ = ["WriteError", "OutputError", "DISK_ERRNOS", "check_writable", "reraise_write_error", "atomic_write_text", "file_mode", "staged_output"]
 
 # errno values that mean "this disk or folder cannot take the write", not a bug
 DISK_ERRNOS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
@@ -51,6 +53,44 @@ def reraise_write_error(exc: BaseException, path: str | os.PathLike, previous_in
     raise WriteError(exc.errno, f"{reason} while writing {str(path)!r}; {outcome}. {hint[0].upper()}{hint[1:]}.") from exc
 
 
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file (0o666 less the umask). Atomic writes create their
+    temporary with ``mkstemp`` (0o600); they take this mode before the rename, so every file of a run has the same mode."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read the umask by setting it, and put it back at once
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def staged_output(path: str | os.PathLike):
+    """Yield a temporary path with ``path``'s name, in a hidden folder beside it; on success every file written into
+    that folder (an export may write several: an IR's .xml and .bin) is renamed into ``path``'s folder, on failure or
+    interruption the folder is removed. So a failed or interrupted export never leaves a file that looks finished,
+    and a file already at ``path`` stays as it was until the new one is complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield stage / path.name
+        mode = file_mode()
+        for p in sorted(stage.iterdir()):
+            if p.is_file():
+                os.chmod(p, mode)
+                os.replace(p, path.parent / p.name)
+    except BaseException as exc:
+        reraise_write_error(exc, path)
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to a temporary file beside ``path``, fsync, rename over it; disk errors become WriteError."""
     path = Path(path)
@@ -61,6 +101,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException as exc:
         if tmp is not None and os.path.exists(tmp):

@@ -166,7 +166,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from rtseg.tasks import predict
 
-    result = predict(args.model, args.inputs, args.out, weights=args.weights, num_classes=args.num_classes, size=_size(args.size), alpha=args.alpha,
+    size = "card" if args.size == "card" else _size(args.size)
+    result = predict(args.model, args.inputs, args.out, weights=args.weights, num_classes=args.num_classes, size=size, alpha=args.alpha,
+                     legend=not args.no_legend,
                      save_labels=args.save_labels, as_video=args.as_video, fps=args.fps, threads=args.threads, backend=args.backend,
                      optimize=_optimization(args), precision=args.precision, format_for_server=args.format_for_server, log=_console(),
                      progress=False if args.quiet else None)
@@ -216,7 +218,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         steps = [f"exporting {args.model} to {args.format}"] + ([f"INT8 calibration on up to {args.calibration_count} images"] if args.int8 else [])
         steps += [] if args.no_verify else ["verifying against PyTorch"]
         print(", then ".join(steps) + " ...", file=sys.stderr, flush=True)
-    rec = export(args.model, args.out, format=args.format, size=_size(args.size), trace_size=_size(args.trace_size, "--trace-size"), dynamic=args.dynamic,
+    rec = export(args.model, args.out, format=args.format, size=_size(args.size), trace_size=_size(args.trace_size, "--trace-size") if args.trace_size else None, dynamic=args.dynamic,
                  argmax=args.argmax, opset=args.opset, via=args.via, weights=args.weights, num_classes=args.num_classes, verify=not args.no_verify,
                  int8=args.int8, calibration=args.calibration, calibration_count=args.calibration_count)
     if args.int8:
@@ -224,8 +226,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         graph = "FP32 graph" if args.format == "onnx" else "FP32 IR"
         print(f"{method} calibrated on {rec['calibration_images']} images from {args.calibration} (the verification below is of the {graph} before quantization)")
     size = rec["input_size"]
+    shape = f"dynamic N x 3 x H x W, traced at {size[0]}x{size[1]}" if args.dynamic else f"1 x 3 x {size[0]} x {size[1]}"
     print(f"wrote {rec['out']} ({rec['bytes'] / 1e6:.1f} MB, {args.format}{', opset ' + str(args.opset) if args.format == 'onnx' else ''}, "
-          f"input {'dynamic N x 3 x H x W' if args.dynamic else f'1 x 3 x {size[0]} x {size[1]}'}, output {'labels' if args.argmax else 'logits'})")
+          f"input {shape} from {rec['size_from']}, output {'labels' if args.argmax else 'logits'})")
     v = rec.get("verification")
     if v:
         runtime = {"onnx": "ONNX Runtime", "openvino": "OpenVINO (fp32)", "torchscript": "the reloaded TorchScript"}[args.format]

@@ -99,15 +99,16 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=commands["demo"])
 
-    p = sub.add_parser("export", help="export a model or checkpoint to ONNX or TorchScript, verified after export")
+    p = sub.add_parser("export", help="export a model or checkpoint to ONNX, OpenVINO IR or TorchScript, verified after export")
     p.add_argument("model", help="an rtseg checkpoint (.pt) or a registered model name")
     p.add_argument("--format", choices=["onnx", "torchscript", "openvino"], default="onnx",
                    help="onnx, torchscript or openvino (an IR: NAME.xml + NAME.bin)")
     p.add_argument("--via", choices=["onnx", "torch"], default="onnx",
                    help="openvino: convert the verified ONNX export (default) or the PyTorch model directly")
-    p.add_argument("--size", help="fixed input HxW (default 512x1024)")
+    p.add_argument("--size", help="fixed input HxW (default: the size the weights' card records, i.e. the size they were "
+                                  "evaluated at; 512x1024 when it records none)")
     p.add_argument("--dynamic", action="store_true", help="ONNX / OpenVINO: free batch, height and width")
-    p.add_argument("--trace-size", default="512x1024", help="with --dynamic: the HxW traced with (default 512x1024)")
+    p.add_argument("--trace-size", help="with --dynamic: the HxW traced and verified at (default as for --size)")
     p.add_argument("--argmax", action="store_true", help="end the graph in an arg-max: outputs the int64 label map instead of logits")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
     p.add_argument("--out", help="output file (default: MODEL-SIZE[-argmax].onnx / .xml / .pt in the current folder)")
@@ -136,8 +137,10 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("--quiet", action="store_true", help="no progress bar over many images")
     p.add_argument("--weights", help=weights_help)
     p.add_argument("--num-classes", type=int)
-    p.add_argument("--size", help="resize inputs to HxW before the model; outputs keep the image size")
+    p.add_argument("--size", help="resize inputs to HxW before the model, or 'card': to the size the weights were trained "
+                                  "and evaluated at; outputs keep the image size (default: each image at its own size)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    p.add_argument("--no-legend", action="store_true", help="overlays without the legend of the classes present")
     p.add_argument("--save-labels", action="store_true", help="also write the raw class-index PNG")
     p.add_argument("--as-video", action="store_true", help="write the input images, in name order, as one overlay video")
     p.add_argument("--fps", type=float, help="frame rate of written videos (default: the input's, else 25)")

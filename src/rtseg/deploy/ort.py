@@ -92,8 +92,26 @@ class ExportedSegmenter:
         target = size or self.input_size
         x = self.normalization(shrink_image(rgb, self.card.input_scale if target is None else 1))[None]
         if target is not None and tuple(x.shape[-2:]) != tuple(target):
+            if size is None:
+                self._note_fixed_size(rgb.shape[:2])
             x = F.interpolate(x, size=tuple(target), mode="bilinear", align_corners=False)
         return x
+
+    def _note_fixed_size(self, hw: tuple[int, int]) -> None:
+        # said once per file: a fixed-size graph stretches frames of another aspect ratio, which a user must know
+        th, tw = self.input_size
+        if getattr(self, "_size_noted", False):
+            return
+        self._size_noted = True
+        aspect_changes = abs((hw[1] / hw[0]) / (tw / th) - 1) > 0.01
+        self._notes = getattr(self, "_notes", []) + [
+            f"{self.path.name} takes {th}x{tw} (HxW) inputs: {hw[0]}x{hw[1]} images are resized to that"
+            + (f", which changes their aspect ratio ({hw[1] / hw[0]:.2f} -> {tw / th:.2f})" if aspect_changes else "")
+            + f"; export at the images' size (rtseg export ... --size {hw[0]}x{hw[1]}) or with --dynamic to avoid it"]
+
+    def take_notes(self) -> list[str]:
+        notes, self._notes = getattr(self, "_notes", []), []
+        return notes
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         """The graph's output (logits, or labels for an arg-max export) for a prepared batch."""

@@ -23,33 +23,22 @@ PRECISIONS = ("fp32", "bf16", "auto")
 # judged on trained weights (benchmarks/precision_camvid.py).
 DEFAULT_MIN_AGREEMENT = 0.99
 
-_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def native_bf16() -> tuple[bool, str]:
-    """(True, why) when this CPU computes bf16 natively, else (False, why not)."""
-    flags = _cpu_flags() & set(_BF16_FLAGS)
+    """(True, why) when this CPU computes bf16 natively, else (False, why not) (:func:`rtseg.cpu.cpu_info`)."""
+    from rtseg.cpu import BF16_FLAGS, cpu_info
+
+    info = cpu_info()
+    flags = info.flags & set(BF16_FLAGS)
     if flags:
         return True, f"CPU flags {', '.join(sorted(flags))}"
     mkldnn = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    if not _cpu_flags() and mkldnn is not None:  # no /proc/cpuinfo (not Linux): ask oneDNN
+    if not info.flags and not info.faked and mkldnn is not None:  # no /proc/cpuinfo (not Linux): ask oneDNN
         try:
             if mkldnn():
                 return True, "oneDNN reports bf16 support"
         except RuntimeError:
             pass
-    return False, f"the CPU has none of the native bf16 flags ({', '.join(_BF16_FLAGS)}); bf16 would be emulated"
+    return False, f"the CPU has none of the native bf16 flags ({', '.join(BF16_FLAGS)}); bf16 would be emulated"
 
 
 @dataclass

@@ -6,6 +6,7 @@ time from opening the stream to closing the output (decode, pre-process, inferen
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -18,6 +19,7 @@ from rtseg.errors import UserError
 
 __all__ = ["VIDEO_SUFFIXES", "is_stream", "predict_video", "VideoError", "read_frames"]
 
+MIN_SIDE = 2  # OpenCV's mp4v encoder refuses 1-pixel frames
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
@@ -117,10 +119,12 @@ def predict_video(
     frames: list[Path] | None = None,
     fps: float | None = None,
     max_frames: int | None = None,
+    decorate: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> dict:
     """Write the overlay video of ``source`` (or of the image files ``frames``) to ``out_path``.
 
-    ``segment`` maps an RGB frame to its label map. Returns frames, wall seconds, end-to-end FPS and the output path.
+    ``segment`` maps an RGB frame to its label map; ``decorate(overlay, labels)`` (a legend, say) finishes each frame.
+    Returns frames, wall seconds, end-to-end FPS and the output path.
     """
     cv2 = _cv2()
     from rtseg.inference import overlay
@@ -132,14 +136,20 @@ def predict_video(
     out_fps = fps or stream_fps or 25.0
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    # written under a temporary name (same suffix: OpenCV picks the container by it) and renamed when complete, so an
+    # interrupted or failed run never leaves a file that looks finished
+    partial = out_path.with_name(f".{out_path.stem}.partial{out_path.suffix}")
     writer = None
     n = 0
     infer_s = 0.0
+    complete = False
     try:
         for rgb in _prefetch(read_frames(source, frames)):
             if writer is None:
                 h, w = rgb.shape[:2]
-                writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), out_fps, (w, h))
+                if min(h, w) < MIN_SIDE:
+                    raise VideoError(f"{source}: the first frame is {w}x{h}; a video needs frames of at least {MIN_SIDE}x{MIN_SIDE} pixels")
+                writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), out_fps, (w, h))
                 if not writer.isOpened():
                     raise VideoError(f"{out_path}: OpenCV cannot write an mp4v video here")
             elif rgb.shape[:2] != (h, w):
@@ -147,13 +157,19 @@ def predict_video(
             t0 = time.perf_counter()
             labels = segment(rgb)
             infer_s += time.perf_counter() - t0
-            writer.write(cv2.cvtColor(overlay(rgb, labels, palette, alpha), cv2.COLOR_RGB2BGR))
+            blended = overlay(rgb, labels, palette, alpha)
+            writer.write(cv2.cvtColor(decorate(blended, labels) if decorate else blended, cv2.COLOR_RGB2BGR))
             n += 1
             if max_frames and n >= max_frames:
                 break
+        complete = n > 0
     finally:
         if writer is not None:
             writer.release()
+        if complete:
+            os.replace(partial, out_path)
+        else:
+            partial.unlink(missing_ok=True)
     if n == 0:
         raise VideoError(f"{source}: no frame could be decoded (empty or unreadable stream)")
     wall = time.perf_counter() - start

@@ -7,7 +7,6 @@ fp16 with gradient scaling on older CUDA devices, fp32 elsewhere. The loss is al
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal
 
 import copy
@@ -24,19 +23,11 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
 
-@lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """True when the CPU executes bf16 dot products natively (x86 AVX-512 BF16 or AMX-BF16, or Arm BF16)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set()
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    flags.update(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    from rtseg.cpu import cpu_info
+
+    return cpu_info().native_bf16
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,23 @@ class RunDir:
     summary: dict[str, Any] | None = None
     replaced_to: Path | None = None  # where --overwrite moved the previous run
     removed_temporaries: list[Path] = field(default_factory=list)
+    created: bool = False  # the folder did not exist before this run
     _lock_fd: int | None = field(default=None, repr=False)
+
+    def discard_if_empty(self) -> bool:
+        """After a run that failed before writing anything: remove the lock file, and the folder if this run created
+        it, so a failed start leaves no folder that holds only ``.lock``. True when something was removed."""
+        self.release()
+        leftovers = [p for p in self.path.iterdir() if p.name != LOCK_NAME] if self.path.is_dir() else []
+        if leftovers:
+            return False
+        (self.path / LOCK_NAME).unlink(missing_ok=True)
+        if self.created:
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass
+        return True
 
     def release(self) -> None:
         """Drop the lock (the .lock file stays; it is reused by the next run)."""
@@ -96,7 +112,7 @@ def remove_stray_temporaries(path: Path) -> list[Path]:
 
 def _lock(path: Path) -> int | None:
     lock_path = path / LOCK_NAME
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies, as to every file of the run
     if fcntl is None:
         return fd
     try:
@@ -144,6 +160,7 @@ def prepare_run_dir(path: str | os.PathLike, resume: bool = False, overwrite: bo
         raise RunDirError(f"--resume and --overwrite contradict each other for {str(path)!r}: continue the run or replace it, not both")
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run folder {str(path)!r} is an existing file, not a folder; choose another output folder")
+    created = not path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -152,7 +169,7 @@ def prepare_run_dir(path: str | os.PathLike, resume: bool = False, overwrite: bo
         fd = _lock(path)
     except PermissionError as exc:
         raise RunDirError(f"run folder {str(path)!r} is not writable: {exc.strerror or exc}") from exc
-    run = RunDir(path, "new", _lock_fd=fd)
+    run = RunDir(path, "new", created=created, _lock_fd=fd)
     try:
         run.removed_temporaries = remove_stray_temporaries(path)
         existing = existing_run_files(path)

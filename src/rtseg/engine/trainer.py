@@ -41,6 +41,7 @@ from rtseg.models.aux_heads import build_aux_heads
 from rtseg.registry import create_model, get_entry
 from rtseg.errors import UserError
 from rtseg.storage import atomic_write_text
+from rtseg.cpu import check_threads
 
 __all__ = ["Trainer", "TrainingError", "train"]
 
@@ -79,6 +80,7 @@ class Trainer:
         cfg = self.config
         tcfg, dcfg = cfg["train"], cfg["data"]
         if tcfg.get("threads"):
+            check_threads(tcfg["threads"], "train.threads")
             torch.set_num_threads(int(tcfg["threads"]))
         self.dist = DistributedContext()
         self.device = self.dist.setup(resolve_device(tcfg.get("device", "auto")))
@@ -520,6 +522,10 @@ def train(
             return Trainer(stage_cfg, stage_dir, resume=stage_resume, progress=progress, init_weights=previous, callbacks=callbacks).run()
 
         return run_stages(config, out, run_stage, resume=bool(resume), progress=progress)
+    except BaseException:
+        if run_dir is not None and run_dir.state == "new":
+            run_dir.discard_if_empty()  # a start that failed before writing anything leaves no folder behind
+        raise
     finally:
         if run_dir is not None:
             run_dir.release()

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import torch
 
 from rtseg.errors import UserError
-from rtseg.storage import reraise_write_error
+from rtseg.storage import file_mode, reraise_write_error
 
 __all__ = ["CheckpointError", "WeightsMismatchError", "atomic_save", "atomic_write", "load_file"]
 
@@ -41,6 +41,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException as exc:
         if tmp is not None and os.path.exists(tmp):

@@ -17,6 +17,7 @@ from rtseg.registry import list_models
 from rtseg.data.image_io import check_size
 from rtseg.tasks.common import Optimization, check_inference_precision, optimized
 from rtseg.tasks.options import check_count, check_device
+from rtseg.cpu import check_threads
 
 __all__ = ["BenchOptions", "bench", "bench_one"]
 
@@ -46,7 +47,7 @@ class BenchOptions:
 
     def check(self, model: str | Path = "") -> None:
         """Stop before any work on options that do not go together or a device that is not there."""
-        check_count(self.threads, "--threads")
+        check_threads(self.threads, "--threads")
         check_count(self.batch, "--batch")
         check_count(self.warmup, "--warmup", minimum=0)
         check_count(self.iters, "--iters")

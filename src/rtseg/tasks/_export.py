@@ -6,9 +6,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
+from rtseg.card import card_of
 from rtseg.data.image_io import check_size
 from rtseg.errors import OptionError
 from rtseg.inference import load_model
+from rtseg.storage import staged_output
 from rtseg.tasks.options import check_count, check_format_suffix, check_opset, check_output
 
 __all__ = ["export", "export_path", "export_weights_file"]
@@ -38,16 +40,28 @@ def export_path(model: str | Path, format: Format, size: tuple[int, int], dynami
     return Path(f"{stem}{'-dynamic' if dynamic else f'-{size[0]}x{size[1]}'}{'-argmax' if argmax else ''}{_SUFFIX[format]}")
 
 
+DEFAULT_SIZE = (512, 1024)  # for a network whose card records no size (untrained, foreign weights)
+
+
+def card_export_size(card) -> tuple[int, int] | None:
+    """The network input size the weights were evaluated at (shrunk as their training shrank images), or None."""
+    native = card.input_size
+    return None if native is None else (card.network_input_size(native) or native)
+
+
 def export(model: str | Path, out: str | Path | None = None, *, format: Format = "onnx", size: tuple[int, int] | None = None,
-           trace_size: tuple[int, int] = (512, 1024), dynamic: bool = False, argmax: bool = False, opset: int = 17, via: str = "onnx",
+           trace_size: tuple[int, int] | None = None, dynamic: bool = False, argmax: bool = False, opset: int = 17, via: str = "onnx",
            weights: str | Path | None = None, num_classes: int | None = None, verify: bool = True, int8: bool = False,
            calibration: str | Path | None = None, calibration_count: int = 32) -> dict[str, Any]:
     """Exports ``model`` (a checkpoint or registered name) at ``size`` (a dynamic export is traced at ``trace_size``)
-    and checks the file against PyTorch unless ``verify`` is False. ``int8`` quantizes after calibrating on the
-    images in ``calibration``. Returns the export record with ``out``, ``format``, ``input_size`` and, for int8,
+    and checks the file against PyTorch unless ``verify`` is False. Either size defaults to the one the weights' card
+    records (:func:`card_export_size`: the size they were evaluated at, the size the export will meet), else 512x1024;
+    the verification runs at the exported (or traced) size. ``int8`` quantizes after calibrating on the images in
+    ``calibration``. Returns the export record with ``out``, ``format``, ``input_size``, ``size_from`` and, for int8,
     ``calibration_images`` added."""
     _check(format, size, dynamic, int8, calibration)
-    check_size(trace_size, "--trace-size")
+    if trace_size is not None:
+        check_size(trace_size, "--trace-size")
     if format == "onnx" or (format == "openvino" and via == "onnx"):
         check_opset(opset)
     check_count(calibration_count, "--calibration-count")
@@ -55,10 +69,28 @@ def export(model: str | Path, out: str | Path | None = None, *, format: Format =
     if int8 and not Path(calibration).is_dir():
         raise OptionError(f"--calibration {str(calibration)!r} is not a folder of images")
     check_format_suffix(format, out, _SUFFIX)
-    out = Path(out) if out else export_path(model, format, size or trace_size, dynamic, argmax)
-    check_output(out, "file")  # an existing file is replaced, as asked; a folder or a read-only place is refused now
+    if out:
+        check_output(out, "file")  # an existing file is replaced, as asked; a folder or a read-only place is refused now
     net = load_model(model, weights=weights, num_classes=num_classes)
-    size = size or trace_size
+    from_card = card_export_size(card_of(net))
+    given = trace_size if dynamic else size
+    size = given or from_card or DEFAULT_SIZE
+    size_from = ("--trace-size" if dynamic else "--size") if given else "the card (where the weights were evaluated)" if from_card \
+        else "the default (no size on the card)"
+    out = Path(out) if out else export_path(model, format, size, dynamic, argmax)
+    check_output(out, "file")
+    with staged_output(out) as staged:  # written aside and renamed when complete and verified
+        record = _export_to(net, staged, format, size, dynamic=dynamic, argmax=argmax, opset=opset, via=via, verify=verify,
+                            calibration=calibration if int8 else None, calibration_count=calibration_count)
+    record.update(out=str(out), format=format, input_size=list(size), size_from=size_from)
+    if "path" in record:
+        record["path"] = str(out)
+    return record
+
+
+def _export_to(net, out: Path, format: Format, size: tuple[int, int], *, dynamic: bool, argmax: bool, opset: int, via: str, verify: bool,
+               calibration: str | Path | None, calibration_count: int) -> dict[str, Any]:
+    int8 = calibration is not None
     if format == "onnx":
         from rtseg.deploy.onnx_export import export_onnx
 
@@ -84,7 +116,6 @@ def export(model: str | Path, out: str | Path | None = None, *, format: Format =
         from rtseg.deploy.torchscript_export import export_torchscript
 
         record = export_torchscript(net, out, size, argmax=argmax, verify=verify)
-    record.update(out=str(out), format=format, input_size=list(size))
     return record
 
 

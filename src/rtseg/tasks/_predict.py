@@ -17,10 +17,12 @@ from rtseg.data.image_io import check_size
 from rtseg.data.labels import CITYSCAPES_CLASSES, colorize, train_ids_to_label_ids
 from rtseg.deploy.video import VideoError, is_stream, predict_video
 from rtseg.errors import OptionError
-from rtseg.inference import bounded_argmax, load_model, model_forward, model_input, overlay
+from rtseg.inference import bounded_argmax, draw_legend, load_model, model_forward, model_input, overlay
+from rtseg.io.files import atomic_write
 from rtseg.tasks.common import Log, Optimization, check_inference_precision, optimized
 from rtseg.tasks.options import check_count, check_number, check_output
 from rtseg.progress import progress_range
+from rtseg.cpu import check_threads
 
 __all__ = ["predict", "segmenter", "Segmenter", "collect_inputs"]
 
@@ -73,9 +75,14 @@ class Segmenter:
 
     def __init__(self, card: ModelCard, backend: str, deployed: str, prepare: Callable[..., Any], run: Callable[[Any], Any],
                  labels: Callable[[Any, tuple[int, int]], np.ndarray], *, size: tuple[int, int] | None = None,
-                 max_batch: int | None = None, workdir: str | None = None):
+                 max_batch: int | None = None, workdir: str | None = None, notes: Callable[[], list[str]] | None = None):
         self.card, self.backend, self.deployed, self.size, self.max_batch = card, backend, deployed, size, max_batch
         self._prepare, self._run, self._labels, self._workdir = prepare, run, labels, workdir
+        self._notes_from = notes
+
+    def take_notes(self) -> list[str]:
+        """Cautions the backend raised since the last call (an exported file resizing frames to its fixed size)."""
+        return self._notes_from() if self._notes_from is not None else []
 
     def prepare(self, rgb: np.ndarray, size: tuple[int, int] | None = None):
         """The normalised ``1 x 3 x h x w`` input of an ``H x W x 3`` uint8 image (resized to ``size`` when given)."""
@@ -99,7 +106,8 @@ class Segmenter:
 
 
 def _exported(seg: Any, card: ModelCard, backend: str, deployed: str, size, workdir: str | None) -> Segmenter:
-    return Segmenter(card, backend, deployed, seg.prepare, seg.run, seg.labels, size=size, max_batch=seg.max_batch, workdir=workdir)
+    return Segmenter(card, backend, deployed, seg.prepare, seg.run, seg.labels, size=size, max_batch=seg.max_batch, workdir=workdir,
+                     notes=seg.take_notes)
 
 
 def segmenter(model: str | Path, *, weights: str | Path | None = None, num_classes: int | None = None, size: tuple[int, int] | None = None,
@@ -159,6 +167,11 @@ def _check_server_format(card: ModelCard, model: str | Path) -> None:
                           f"{model} predicts {card.class_info.num_classes} classes [{', '.join(card.class_info.names)}]")
 
 
+def _save_png(array: np.ndarray, path: str) -> None:
+    # a temporary file renamed when complete: an interrupted run leaves no half-written image under the final name
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
 def _stream_name(stream: str | list[Path]) -> str:
     # an image list or a pattern (frames/%05d.png) is named after its folder, a video after its file
     if isinstance(stream, list):
@@ -166,21 +179,36 @@ def _stream_name(stream: str | list[Path]) -> str:
     return (Path(stream).parent.name if "%" in str(stream) else Path(stream).stem) or "sequence"
 
 
+# An image this far from the card's size (area ratio either way) gets a note that --size card may serve it better.
+FAR_FROM_CARD = 2.25
+
+
+def far_from_card(image_hw: tuple[int, int], card_hw: tuple[int, int] | None) -> bool:
+    if card_hw is None:
+        return False
+    ratio = (image_hw[0] * image_hw[1]) / (card_hw[0] * card_hw[1])
+    return ratio > FAR_FROM_CARD or ratio < 1 / FAR_FROM_CARD
+
+
 def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *, weights: str | Path | None = None, num_classes: int | None = None,
-            size: tuple[int, int] | None = None, alpha: float = 0.5, save_labels: bool = False, as_video: bool = False, fps: float | None = None,
-            threads: int | None = None, backend: Backend = "torch", optimize: Optimization | None = None, precision: str | None = None,
-            format_for_server: bool = False, log: Log = Log(), progress: bool | None = None) -> dict[str, Any]:
+            size: tuple[int, int] | Literal["card"] | None = None, alpha: float = 0.5, legend: bool = True, save_labels: bool = False,
+            as_video: bool = False, fps: float | None = None, threads: int | None = None, backend: Backend = "torch",
+            optimize: Optimization | None = None, precision: str | None = None, format_for_server: bool = False, log: Log = Log(),
+            progress: bool | None = None) -> dict[str, Any]:
     """Writes ``NAME_mask.png`` and ``NAME_overlay.png`` (and ``NAME_labels.png`` with ``save_labels``) per image
     (``NAME`` from :func:`output_names`: distinct for every input, keeping subfolders below the inputs' common folder),
     ``NAME_overlay.mp4`` per video, frame pattern or (``as_video``) the image list, into ``out``; with
-    ``format_for_server`` only Cityscapes labelId PNGs named like the inputs. An input that fails is reported through
-    ``log.error`` and listed in the result; the others go on. Returns ``{"written": N, "errors": [...], "videos": [...]}``."""
+    ``format_for_server`` only Cityscapes labelId PNGs named like the inputs. Overlays carry a legend of the classes
+    present unless ``legend`` is False. ``size="card"`` resizes every input to the size the weights' card records;
+    without a size, an image far from it gets a note saying so. Every file is written under a temporary name and
+    renamed when complete. An input that fails is reported through ``log.error`` and listed in the result; the others
+    go on. Returns ``{"written": N, "errors": [...], "videos": [...]}``."""
     check_inference_precision(precision, optimize=optimize is not None, openvino=backend == "openvino" or str(model).endswith(".xml"))
-    check_count(threads, "--threads")
+    check_threads(threads, "--threads")
     check_count(num_classes, "--num-classes")
     check_number(alpha, "--alpha", 0, 1)
     check_number(fps, "--fps", 0, 1000, lo_open=True)
-    if size is not None:
+    if size is not None and size != "card":
         check_size(size, "--size")
     check_output(out, "dir")
     if threads:
@@ -189,10 +217,16 @@ def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
         torch.set_num_threads(threads)
     streams: list[Any] = [i for i in inputs if is_stream(i)]
     files, errors = collect_inputs([i for i in inputs if not is_stream(i)])
-    segment, card = segmenter(model, weights=weights, num_classes=num_classes, size=size, backend=backend, threads=threads,
-                              optimize=optimize, precision=precision)
+    segment, card = segmenter(model, weights=weights, num_classes=num_classes, size=None if size == "card" else size, backend=backend,
+                              threads=threads, optimize=optimize, precision=precision)
     try:
+        if size == "card":
+            if card.input_size is None:
+                raise OptionError(f"--size card: the card of {model} records no training or evaluation size; give --size HxW")
+            size = segment.size = card.input_size
         palette = card.class_info.palette
+        decorate = (lambda img, labels: draw_legend(img, labels, card.class_info)) if legend else None
+        noted_far = False
         if format_for_server:
             _check_server_format(card, model)
         out = Path(out)
@@ -210,7 +244,7 @@ def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
             name = name if video_names[name] == 1 else f"{name}-{video_names[name]}"  # two videos of one name both kept
             try:
                 rec = predict_video(segment, "image list" if is_list else stream, out / f"{name}_overlay.mp4", palette, alpha,
-                                    frames=stream if is_list else None, fps=fps)
+                                    frames=stream if is_list else None, fps=fps, decorate=decorate)
             except VideoError as exc:
                 errors.append(str(exc))
                 log.error(str(exc))
@@ -229,17 +263,25 @@ def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
                 errors.append(str(exc))
                 log.error(str(exc))
                 continue
+            if size is None and not noted_far and far_from_card(image.shape[:2], card.input_size):
+                noted_far = True
+                h, w = card.input_size
+                log.note(f"{f} is {image.shape[0]}x{image.shape[1]} (HxW), far from the {h}x{w} the weights were trained and evaluated at; "
+                         "a network usually segments best at that scale: --size card resizes every input to it")
             label_map = segment(image)
+            for note in segment.take_notes():
+                log.note(note)
             base = out / names[f]
             base.parent.mkdir(parents=True, exist_ok=True)
             if format_for_server:
                 # the official evaluation's naming: CITY_SEQ_FRAME_leftImg8bit.png holding labelIds
-                Image.fromarray(train_ids_to_label_ids(label_map)).save(f"{base}.png")
+                _save_png(train_ids_to_label_ids(label_map), f"{base}.png")
             else:
-                Image.fromarray(colorize(label_map, palette)).save(f"{base}_mask.png")
-                Image.fromarray(overlay(image, label_map, palette, alpha)).save(f"{base}_overlay.png")
+                _save_png(colorize(label_map, palette), f"{base}_mask.png")
+                blended = overlay(image, label_map, palette, alpha)
+                _save_png(decorate(blended, label_map) if decorate else blended, f"{base}_overlay.png")
                 if save_labels:
-                    Image.fromarray(label_map.astype(np.uint8)).save(f"{base}_labels.png")
+                    _save_png(label_map.astype(np.uint8), f"{base}_labels.png")
             written += 1
         return {"written": written, "errors": errors, "videos": videos, "out": str(out)}
     finally:

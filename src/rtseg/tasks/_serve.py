@@ -23,6 +23,7 @@ from rtseg.errors import OptionError
 from rtseg.inference import overlay
 from rtseg.tasks.common import Optimization
 from rtseg.tasks.options import check_count
+from rtseg.cpu import check_threads
 
 __all__ = ["ServeBackend", "ServeOptions", "ModelSpec", "ServedModel", "parse_model_spec", "load_served", "encode_png", "encode_image",
            "class_shares", "served_input_size", "render", "synthetic_sample", "decode_image", "DEFAULT_MODEL"]
@@ -49,7 +50,7 @@ class ServeOptions:
     compile: Literal["off", "on", "auto"] = "auto"
 
     def check(self) -> None:
-        check_count(self.threads, "--threads")
+        check_threads(self.threads, "--threads")
         if self.backend not in ("auto", "torch", "openvino", "onnxruntime"):
             raise OptionError(f"--backend {self.backend!r}: expected auto, torch, openvino or onnxruntime")
         if self.precision != "fp32" and self.backend not in ("auto", "openvino"):
