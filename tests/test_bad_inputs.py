@@ -253,7 +253,117 @@ CASES: list[Case] = [
     ("net-weights-url", lambda c: _offline_weights_url(c), "cannot download"),
     # -- disk full during a checkpoint write
     ("disk-full-checkpoint", _disk_full, "disk full"),
+    # -- issue 30: a weights file is untrusted input (its card is checked like a config)
+    ("card-std-zero", lambda c: _predict_with_card(c, lambda d: d["normalization"].update(std=[0, 0, 0])), "std must be 3 numbers > 0"),
+    ("card-std-nan", lambda c: _predict_with_card(c, lambda d: d["normalization"].update(std=[float("nan")] * 3)), "std"),
+    ("card-huge-option", lambda c: _predict_with_card(c, lambda d: d["options"].update(q=1_000_000_000)), "q must be an integer 1..64"),
+    ("card-option-wrong-type", lambda c: _predict_with_card(c, lambda d: d["options"].update(q="eight")), "q must be"),
+    ("card-duplicate-classes", lambda c: _predict_with_card(c, _duplicate_class), "unique"),
+    ("card-palette-short", lambda c: _predict_with_card(c, lambda d: d["classes"]["palette"].pop()), "palette"),
+    ("card-outputs-huge", lambda c: _predict_with_card(c, lambda d: d.update(num_outputs=10**9)), "num_outputs"),
+    ("ir-without-bin", lambda c: ["predict", str(_file(c.tmp / "lonely.xml", "<net/>")), str(c.image), "--out", str(c.tmp / "p")], "lonely.bin"),
+    ("weights-text-file", lambda c: _predict(c, "--weights", str(_file(c.tmp / "passwd", "root:x:0:0::/root:/bin/sh\n")))[:1] + ["espnet-c"]
+     + _predict(c, "--weights", str(c.tmp / "passwd"))[2:], "not a weights file (a text file)"),
+    ("weights-device-file", lambda c: ["predict", "espnet-c", str(c.image), "--out", str(c.tmp / "p"), "--weights", "/dev/zero"], "not a regular file"),
+    ("bench-exported-file", lambda c: ["bench", str(_file(c.tmp / "m.onnx", b"x"))], "exported network"),
+    # -- configs and YAML are bounded
+    ("yaml-alias-bomb", lambda c: _config_file(c, _ALIAS_BOMB), "alias"),
+    ("yaml-dataset-alias-bomb", lambda c: _train(c, "data.dataset=folder", f"data.root={_folder_dataset(c, _ALIAS_BOMB_DATASET)}",
+                                                 "model.num_classes=null"), "alias"),
+    ("option-dilations-nested", lambda c: _train(c, "model.name=fplnet", "model.options={dilations: [[1], 2, 3, 4]}"), "dilations"),
+    ("option-dilations-zero", lambda c: _train(c, "model.name=fplnet", "model.options={dilations: [0, 0, 0, 0]}"), "dilations"),
+    ("class-map-bad-yaml", lambda c: _eval(c, "--class-map", str(_file(c.tmp / "map.yaml", "road: [unclosed\n"))), "not valid YAML"),
+    ("dataset-duplicate-classes", lambda c: _train(c, "data.dataset=folder", "model.num_classes=null",
+                                                   f"data.root={_folder_dataset(c, 'classes: [road, car, Road]')}"), "unique"),
+    ("dataset-ignore-is-a-class", lambda c: _train(c, "data.dataset=folder", "model.num_classes=null",
+                                                   f"data.root={_folder_dataset(c, 'classes: [road, car, sky]' + chr(10) + 'ignore_index: 1')}"),
+     "ignore_index 1 is the label value of class 'car'"),
+    # -- resource bounds
+    ("threads-bench-huge", lambda c: _bench("--threads", "100000"), "logical CPU"),
+    ("threads-predict-huge", lambda c: _predict(c, "--threads", "100000"), "logical CPU"),
+    ("threads-train-huge", lambda c: _train(c, "train.threads=4000"), "train.threads"),
+    ("video-one-pixel-frames", lambda c: _predict(c, "--as-video", inputs=[_tiny_frames(c)]), "at least 2x2"),
+    # -- the POOR list: one line naming the real cause
+    ("leading-dash-file", lambda c: ["predict", str(c.ckpt), "--out", str(c.tmp / "p"), _dash_file(c)], "put -- before"),
+    ("fifo-as-image", lambda c: _predict(c, inputs=[_fifo(c)]), "not a regular file"),
+    ("out-in-proc", lambda c: _predict(c)[:3] + ["--out", "/proc/rtseg-x"], "system file system"),
+    ("out-empty", lambda c: ["predict", str(c.ckpt), str(c.image), "--out", ""], "--out is empty"),
+    ("cache-env-is-file", lambda c: _cache_on_file(c), "$RTSEG_CACHE"),
+    ("resume-truncated-last", lambda c: _truncated_resume(c), "best.pt"),
 ]
+
+_ALIAS_BOMB = "\n".join(["a: &a [x, x, x, x, x, x, x, x, x]"] + [f"{n}: &{n} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]"
+                                                                  for p, n in zip("abcdefgh", "bcdefghi")]) + "\nmodel: {name: espnet-c}\n"
+_ALIAS_BOMB_DATASET = "classes: [road, car]\n" + "\n".join(
+    ["a: &a [x, x, x, x, x, x, x, x, x]"] + [f"{n}: &{n} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]" for p, n in zip("abcdefgh", "bcdefghi")])
+
+
+def _predict_with_card(c: Ctx, change: Callable[[dict], object]) -> list[str]:
+    """predict with a copy of the run's weights whose card JSON was edited by ``change`` (anyone can write a card)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from rtseg import export_weights
+
+    clean = c.tmp / "clean.safetensors"
+    export_weights(c.ckpt, clean)
+    with safe_open(str(clean), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    card = json.loads(meta["rtseg.card"])
+    change(card)
+    edited = c.tmp / "edited.safetensors"
+    save_file(tensors, str(edited), {**meta, "rtseg.card": json.dumps(card)})
+    return ["predict", str(edited), str(c.image), "--out", str(c.tmp / "p")]
+
+
+def _duplicate_class(card: dict) -> None:
+    card["classes"]["names"][1] = card["classes"]["names"][0].upper()
+
+
+def _folder_dataset(c: Ctx, spec: str) -> Path:
+    root = c.tmp / "folder-ds"
+    for split in ("train", "val"):
+        for i in range(2):
+            _folder(root / "images" / split)
+            _folder(root / "labels" / split)
+            Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(root / "images" / split / f"{i}.png")
+            Image.fromarray(np.full((16, 16), i, np.uint8)).save(root / "labels" / split / f"{i}.png")
+    _file(root / "dataset.yaml", spec + "\n")
+    return root
+
+
+def _tiny_frames(c: Ctx) -> Path:
+    folder = _folder(c.tmp / "tiny-frames")
+    for i in range(2):
+        Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def _dash_file(c: Ctx) -> str:
+    shutil.copy(c.image, c.tmp / "-dash.png")
+    c.monkeypatch.chdir(c.tmp)
+    return "-dash.png"
+
+
+def _fifo(c: Ctx) -> Path:
+    path = c.tmp / "pipe.png"
+    os.mkfifo(path)
+    return path
+
+
+def _cache_on_file(c: Ctx) -> list[str]:
+    c.monkeypatch.setenv("RTSEG_CACHE", str(_file(c.tmp / "not-a-folder")))
+    return ["predict", "espnet-c", str(c.image), "--out", str(c.tmp / "p"), "--weights", "https://example.invalid/w.pth"]
+
+
+def _truncated_resume(c: Ctx) -> list[str]:
+    copy = c.tmp / "truncated-run"
+    shutil.copytree(c.run, copy)
+    last = copy / "last.pt"
+    last.write_bytes(last.read_bytes()[:5000])
+    return ["train", "demo", *TINY, "train.epochs=2", "--out", str(copy), "--resume", "--quiet"]
 
 
 def _nan_tiff(c: Ctx) -> Path:
@@ -295,9 +405,9 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(name, build, expected, c
     assert _snapshot(ctx.run) == before, f"{name}: the earlier run was changed"
 
 
-def test_there_are_at_least_60_distinct_cases():
+def test_there_are_at_least_90_distinct_cases():
     names = [_case_id(c) for c in CASES]
-    assert len(set(names)) == len(names) >= 60
+    assert len(set(names)) == len(names) >= 90
 
 
 def test_disk_full_keeps_the_previous_checkpoint(ctx, capsys):

@@ -18,7 +18,7 @@ from typing import Literal
 
 from rtseg.errors import UserError
 
-__all__ = ["WriteError", "OutputError", "DISK_ERRNOS", "check_writable", "reraise_write_error", "atomic_write_text", "file_mode", "staged_output"]
+__all__ = ["WriteError", "OutputError", "DISK_ERRNOS", "check_writable", "reraise_write_error", "atomic_write_text", "file_mode", "staged_output", "not_a_file"]
 
 # errno values that mean "this disk or folder cannot take the write", not a bug
 DISK_ERRNOS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
@@ -76,7 +76,7 @@ def staged_output(path: str | os.PathLike):
     and a file already at ``path`` stays as it was until the new one is complete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    stage = Path(tempfile.mkdtemp(prefix=f".{path.name[:40]}.", suffix=".partial", dir=path.parent))
     try:
         yield stage / path.name
         mode = file_mode()
@@ -96,7 +96,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     path = Path(path)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -109,6 +109,25 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
         reraise_write_error(exc, path)
         raise
     return path
+
+
+def not_a_file(path: str | os.PathLike) -> str | None:
+    """None for an existing regular file, else what it is instead: ``does not exist``, ``is a folder`` or ``is not a
+    regular file (a FIFO, device or socket)``. Checked before a file is opened for reading: a FIFO blocks the reader
+    and ``/dev/zero`` never ends."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    return "is not a regular file (a FIFO, device or socket); give a file"
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -125,7 +144,10 @@ def _probe(folder: Path, target: Path, option: str = "--out") -> None:
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
-        reason = DISK_ERRNOS.get(exc.errno, exc.strerror or str(exc))
+        if exc.errno == errno.ENOENT and folder.is_dir():  # /proc, /sys: folders of a kernel file system that hold no user files
+            reason = "a system file system, where no files can be created"
+        else:
+            reason = DISK_ERRNOS.get(exc.errno, exc.strerror or str(exc))
         raise OutputError(f"{option} {str(target)!r} cannot be written: {str(folder)!r} is not writable ({reason}); "
                           f"choose a writable location") from exc
 
@@ -138,6 +160,8 @@ def check_writable(path: str | os.PathLike, *, kind: Literal["file", "dir"] = "f
     too unless ``overwrite`` (the caller passes True where replacing the file is what the user asked for).
     Missing parent folders are fine (they are created) unless one of them is a file. Nothing is left behind.
     """
+    if not str(path).strip():
+        raise OutputError(f"{option} is empty; name a {'folder' if kind == 'dir' else 'file'} (e.g. {option} {'out' if kind == 'dir' else 'out.json'})")
     path = Path(path)
     anchor = _nearest_existing(path)
     if anchor != path and not anchor.is_dir():

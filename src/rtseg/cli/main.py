@@ -12,7 +12,7 @@ from typing import Any
 from rtseg.cli.format import (
     print_bench_record, print_bench_table, print_metrics_table, print_model_details, print_model_rows, print_recipes,
 )
-from rtseg.cli.parser import build_parser
+from rtseg.cli.parser import build_parser, parse
 
 __all__ = ["main"]
 
@@ -278,7 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     exit 1."""
     from rtseg.errors import USER_ERRORS
 
-    args = build_parser(COMMANDS).parse_args(argv)
+    try:
+        args = parse(build_parser(COMMANDS), sys.argv[1:] if argv is None else list(argv))
+    except SystemExit as exc:  # argparse's usage errors (printed, exit 2) and --help (exit 0), as a return code
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as exc:

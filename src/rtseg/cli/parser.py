@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 from typing import Callable
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "parse", "OVERRIDE"]
+
+# a config override: section.key=value (what rtseg train and rtseg demo take after the config)
+OVERRIDE = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)+=")
 
 
 def _add_optimize_options(p: argparse.ArgumentParser) -> None:
@@ -23,10 +28,23 @@ def _add_optimize_options(p: argparse.ArgumentParser) -> None:
                         "trainer's train.precision")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors add a hint when a file name starting with ``-`` was taken for an option."""
+
+    argv: list[str] = []
+
+    def error(self, message: str):
+        dashed = [a for a in self.argv if a.startswith("-") and len(a) > 1 and os.path.exists(a)]
+        if dashed:
+            message += (f" ({dashed[0]!r} is an existing file whose name starts with '-', so it was read as an option: put -- "
+                        f"before such names, e.g. rtseg predict MODEL --out DIR -- {dashed[0]}, or write ./{dashed[0]})")
+        super().error(message)
+
+
 def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> argparse.ArgumentParser:
     """The parser; each sub-command's ``func`` is ``commands[its name]``."""
-    parser = argparse.ArgumentParser(prog="rtseg", description="Lightweight real-time semantic segmentation.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="rtseg", description="Lightweight real-time semantic segmentation.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("models", help="list registered models with their paper and parameter count, or one model's options")
     p.add_argument("filter", nargs="?", help="shell-style pattern, e.g. 'essnet*'; one model's exact name prints its paper, defaults and options")
@@ -184,3 +202,18 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], default="info")
     p.set_defaults(func=commands["serve"])
     return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that config overrides (``train.epochs=3``) are accepted anywhere on the line of
+    the commands that take them: ``rtseg train cfg.yaml --out runs/x train.epochs=1`` is what it looks like."""
+    _Parser.argv = list(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all(OVERRIDE.match(e) for e in extra):
+            args.overrides = list(args.overrides or []) + extra
+        else:
+            sub = parser._subparsers._group_actions[0].choices.get(args.command, parser) if parser._subparsers else parser
+            unknown = [e for e in extra if not (hasattr(args, "overrides") and OVERRIDE.match(e))]
+            sub.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from rtseg.storage import not_a_file
 from rtseg.errors import UserError
 from rtseg.limits import MAX_SIDE
 
@@ -51,6 +52,9 @@ _READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.
 
 def _open(path: str | Path, what: str) -> Image.Image:
     """The decoded image (pixels loaded, file closed); errors name the file."""
+    problem = not_a_file(path)
+    if problem is not None and problem != "does not exist":
+        raise DatasetError(f"{what} {str(path)!r} {problem}")
     try:
         with Image.open(path) as im:
             im.load()
@@ -160,6 +164,9 @@ def read_label(path: str | Path) -> np.ndarray:
 
 def displayed_size(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` of an image as displayed (EXIF orientations 5-8 swap them), from its header only."""
+    problem = not_a_file(path)
+    if problem is not None and problem != "does not exist":
+        raise DatasetError(f"image {str(path)!r} {problem}")
     try:
         with Image.open(path) as im:
             width, height = im.size

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from rtseg.card import Metrics, ModelCard, TrainingRecord, card_of, hardware_description
-from rtseg.io import load_checkpoint, load_weights, save_checkpoint, save_weights
+from rtseg.io import CheckpointError, load_checkpoint, load_weights, save_checkpoint, save_weights
 from rtseg.config import ConfigError, dump_config, yaml_load
 from rtseg.data.datasets import build_dataset, dataset_classes
 from rtseg.data.labels import CITYSCAPES_CATEGORIES
@@ -221,7 +221,13 @@ class Trainer:
     def _restore(self, path: Path) -> None:
         if not path.is_file():
             raise TrainingError(f"cannot resume: {str(path)!r} does not exist (train without --resume, or name a checkpoint)")
-        ckpt = load_checkpoint(path)
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as exc:
+            best = path.with_name("best.pt")
+            hint = (f"; the run's best.pt may be intact: --resume {best} continues from it (the epochs after it are trained again)"
+                    if path.name != "best.pt" and best.is_file() else "")
+            raise TrainingError(f"cannot resume: {exc}{hint}") from None
         for key, setting in (("ema", "train.ema"), ("aux_heads", "model.aux_heads")):
             wanted = (self.ema if key == "ema" else self.aux) is not None
             if wanted and key not in ckpt:

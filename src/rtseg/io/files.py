@@ -10,6 +10,7 @@ import torch
 
 from rtseg.errors import UserError
 from rtseg.storage import file_mode, reraise_write_error
+from rtseg.storage import not_a_file
 
 __all__ = ["CheckpointError", "WeightsMismatchError", "atomic_save", "atomic_write", "load_file"]
 
@@ -36,7 +37,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         write(tmp)
         with open(tmp, "rb") as f:
@@ -73,7 +74,7 @@ def load_file(path: str | os.PathLike) -> Any:
     """``torch.load(weights_only=True)`` on the CPU, with errors that name the file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"weights file {str(path)!r} does not exist")
+        raise CheckpointError(f"weights file {str(path)!r} {not_a_file(path) or 'does not exist'}")
     with open(path, "rb") as f:
         head = f.read(4)
     # torch.save writes a zip archive (PK..); files of torch < 1.6 are a bare pickle (protocol 2+: 0x80)
@@ -91,5 +92,5 @@ def load_file(path: str | os.PathLike) -> Any:
             ) from None
         raise CheckpointError(
             f"{str(path)!r} is not a readable PyTorch weights file (truncated, corrupt, or not saved with torch.save): "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0].split('. This is an internal')[0][:300]}"
         ) from exc

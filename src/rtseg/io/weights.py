@@ -12,6 +12,7 @@ import torch.nn as nn
 from rtseg.card import ModelCard
 from rtseg.io.checkpoint import CHECKPOINT_FORMAT, is_checkpoint, stored_card
 from rtseg.io.files import CheckpointError, WeightsMismatchError, atomic_write, load_file
+from rtseg.storage import not_a_file
 
 __all__ = ["CARD_METADATA_KEY", "extract_state_dict", "load_weights", "is_safetensors", "save_weights", "read_weights", "read_card"]
 
@@ -136,7 +137,7 @@ def read_weights(path: str | os.PathLike, tensors: bool = True, *,
     card ``legacy_card`` derives from it (None without it)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"weights file {str(path)!r} does not exist")
+        raise CheckpointError(f"weights file {str(path)!r} {not_a_file(path) or 'does not exist'}")
     if is_safetensors(path):
         from safetensors import safe_open
         from safetensors.torch import load_file as load_safetensors

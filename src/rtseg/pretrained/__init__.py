@@ -22,6 +22,7 @@ from rtseg.data.labels import CAMVID, CITYSCAPES
 from rtseg.data.normalization import PRESETS
 from rtseg.hub import download, is_url, sha256_of
 from rtseg.errors import UserError
+from rtseg.storage import not_a_file
 
 __all__ = [
     "PretrainedWeights",
@@ -127,7 +128,7 @@ def identify_weights(path: str | os.PathLike, *, legacy_card: LegacyCard | None 
     (for a checkpoint written before model cards, the one ``legacy_card`` derives: :func:`rtseg.registry.checkpoint_card`)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"weights file {str(path)!r} does not exist")
+        raise CheckpointError(f"weights file {str(path)!r} {not_a_file(path) or 'does not exist'}")
     entry = find_pretrained(sha256_of(path))
     return entry.card if entry is not None else read_card(path, legacy_card=legacy_card)
 
@@ -149,6 +150,8 @@ def locate_weights(model: str, weights: str | os.PathLike, progress: bool = True
         path = entry.path(progress)
     else:
         path = Path(text).expanduser()
+        if path.exists() and not path.is_file():
+            raise CheckpointError(f"weights {text!r} {not_a_file(path)}")
         if not path.is_file():
             tags = [e.tag for e in list_pretrained(model)]
             raise UnknownWeightsError(

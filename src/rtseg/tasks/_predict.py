@@ -1,6 +1,7 @@
 """Task: colourised masks and overlays (or label maps) for image files, folders, videos and frame patterns."""
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ from rtseg.deploy.video import VideoError, is_stream, predict_video
 from rtseg.errors import OptionError
 from rtseg.inference import bounded_argmax, draw_legend, load_model, model_forward, model_input, overlay
 from rtseg.io.files import atomic_write
+from rtseg.storage import not_a_file
 from rtseg.tasks.common import Log, Optimization, check_inference_precision, optimized
 from rtseg.tasks.options import check_count, check_number, check_output
 from rtseg.progress import progress_range
@@ -42,7 +44,8 @@ def collect_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]
         elif p.is_file():
             found = [p]
         else:
-            errors.append(f"{item}: no such file or folder")
+            problem = not_a_file(p)
+            errors.append(f"{item}: {'no such file or folder' if problem == 'does not exist' else problem}")
             found = []
         for f in found:
             key = f.resolve()
@@ -50,6 +53,21 @@ def collect_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]
                 seen.add(key)
                 files.append(f)
     return files, errors
+
+
+OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", "_labels.png", "_overlay.mp4")
+
+
+def skip_own_outputs(files: Sequence[Path], out: str | Path) -> tuple[list[Path], list[Path]]:
+    """(inputs, skipped): files inside ``out`` named like predict's outputs are left out, so a second run with --out
+    inside an input folder does not segment the first run's masks and overlays."""
+    root = Path(out).resolve()
+    keep, own = [], []
+    for f in files:
+        r = f.resolve()
+        inside = root == r.parent or root in r.parents
+        (own if inside and r.name.endswith(OUTPUT_SUFFIXES) else keep).append(f)
+    return keep, own
 
 
 def output_names(files: Sequence[Path]) -> dict[Path, str]:
@@ -217,6 +235,9 @@ def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
         torch.set_num_threads(threads)
     streams: list[Any] = [i for i in inputs if is_stream(i)]
     files, errors = collect_inputs([i for i in inputs if not is_stream(i)])
+    files, own = skip_own_outputs(files, out)
+    if own:
+        log.note(f"skipped {len(own)} file(s) in --out {str(out)!r} that are rtseg's own outputs (e.g. {own[0].name}): --out lies in an input folder")
     segment, card = segmenter(model, weights=weights, num_classes=num_classes, size=None if size == "card" else size, backend=backend,
                               threads=threads, optimize=optimize, precision=precision)
     try:
@@ -272,16 +293,24 @@ def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
             for note in segment.take_notes():
                 log.note(note)
             base = out / names[f]
-            base.parent.mkdir(parents=True, exist_ok=True)
-            if format_for_server:
-                # the official evaluation's naming: CITY_SEQ_FRAME_leftImg8bit.png holding labelIds
-                _save_png(train_ids_to_label_ids(label_map), f"{base}.png")
-            else:
-                _save_png(colorize(label_map, palette), f"{base}_mask.png")
-                blended = overlay(image, label_map, palette, alpha)
-                _save_png(decorate(blended, label_map) if decorate else blended, f"{base}_overlay.png")
-                if save_labels:
-                    _save_png(label_map.astype(np.uint8), f"{base}_labels.png")
+            try:
+                base.parent.mkdir(parents=True, exist_ok=True)
+                if format_for_server:
+                    # the official evaluation's naming: CITY_SEQ_FRAME_leftImg8bit.png holding labelIds
+                    _save_png(train_ids_to_label_ids(label_map), f"{base}.png")
+                else:
+                    _save_png(colorize(label_map, palette), f"{base}_mask.png")
+                    blended = overlay(image, label_map, palette, alpha)
+                    _save_png(decorate(blended, label_map) if decorate else blended, f"{base}_overlay.png")
+                    if save_labels:
+                        _save_png(label_map.astype(np.uint8), f"{base}_labels.png")
+            except OSError as exc:
+                if exc.errno != errno.ENAMETOOLONG:
+                    raise
+                message = f"{f}: its output name ({base.name}_overlay.png) is too long for this file system; skipped (rename the input)"
+                errors.append(message)
+                log.error(message)
+                continue
             written += 1
         return {"written": written, "errors": errors, "videos": videos, "out": str(out)}
     finally:
