@@ -91,8 +91,9 @@ def download(url: str, *, sha256: str | None = None, cache: str | os.PathLike | 
     """The local copy of ``url``, downloading it into the cache first if needed.
 
     - A ``file://`` URL is the local file itself: never copied into the cache, checked against ``sha256`` if given.
-    - Otherwise the copy is stored as ``filename`` (a registered entry's name, which holds its SHA-256) or under
-      :func:`cached_name` (keyed by the whole URL). A download lands in a temporary file, is checked (its SHA-256,
+    - Otherwise the copy is stored as ``filename`` (a registered entry's name, which holds its SHA-256), under the
+      URL's file name when ``sha256`` or a torch.hub hash suffix pins the content, else under :func:`cached_name`
+      (keyed by the whole URL). A download lands in a temporary file, is checked (its SHA-256,
       then ``validate``, which raises on content that is no weights file) and only then renamed into place, so
       the cache never holds a file that failed a check. A cached copy whose digest does not match is fetched again.
     """
@@ -109,8 +110,11 @@ def download(url: str, *, sha256: str | None = None, cache: str | os.PathLike | 
             validate(local)
         return local
     # torch.hub's convention: a hex prefix at the end of the URL's file name is the SHA-256 it must start with
-    expected = _expected_hash(filename or os.path.basename(urllib.parse.urlparse(url).path), sha256)
-    filename = filename or cached_name(url)
+    basename = os.path.basename(urllib.parse.unquote(urllib.parse.urlparse(url).path))
+    expected = _expected_hash(filename or basename, sha256)
+    # content pinned by a SHA-256 may keep its own name (a copy under it is checked before use); anything else is keyed
+    # by the whole URL, so two URLs that end in the same file name never share a cached copy
+    filename = filename or (basename if expected and basename else cached_name(url))
     folder = Path(cache) if cache is not None else cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / filename
