@@ -96,5 +96,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def record_deployment(results: Path, index_path: Path = ZOO_DIR / "index.json", tag: str = "camvid") -> dict:
+    """Copy the accuracy of each deployment path, as ``benchmarks/precision_camvid.py`` measured it for the shipped files
+    (``results``: its JSON list), into the index entries of those files (``deployment``), where ``rtseg select`` reads it.
+
+        python tools/publish_zoo.py --record-deployment benchmarks/results-zoo-camvid.json
+    """
+    from rtseg.deploy.paths import RECORDED_NAMES
+
+    index = json.loads(index_path.read_text())
+    records = json.loads(results.read_text())
+    for r in records:
+        key = r["model"] if tag == "camvid" else f"{r['model']}@{tag}"
+        if key not in index or r.get("weights") != tag:
+            continue
+        measured = (f"{r['data']} {r['split']}, {r['images']} images at {r['size'][0]}x{r['size'][1]}, mIoU against fp32 eager "
+                    f"{r['miou_fp32']:.4f}, torch {r['torch']}, {r.get('cpu', 'a 2-core AMD EPYC with AVX-512 BF16 (the zoo publishing sessions)')}, "
+                    "benchmarks/precision_camvid.py")
+        index[key]["deployment"] = {RECORDED_NAMES[k]: {"miou_change": round(p["miou_change"], 5), "goal": p["goal"], "pass": bool(p["pass"]),
+                                                        "measured": measured} for k, p in r["paths"].items() if k in RECORDED_NAMES}
+    index_path.write_text(json.dumps(dict(sorted(index.items())), indent=1) + "\n")
+    return index
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--record-deployment":
+        record_deployment(Path(sys.argv[2]))
+        raise SystemExit(0)
     raise SystemExit(main())

@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "create_model", "list_models", "get_entry", "predict", "optimize",
-    "ModelCard", "list_pretrained", "get_pretrained", "read_card", "export_weights", "evaluate", "train", "export", "bench",
+    "ModelCard", "list_pretrained", "get_pretrained", "read_card", "export_weights", "evaluate", "train", "export", "bench", "select",
     "__version__",
 ]
 
@@ -23,6 +23,7 @@ _LAZY = {
     "train": "rtseg.tasks",
     "export": "rtseg.tasks",
     "bench": "rtseg.tasks",
+    "select": "rtseg.tasks",
 }
 
 

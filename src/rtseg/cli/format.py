@@ -68,6 +68,8 @@ def print_bench_record(rec: dict[str, Any], size) -> None:
               f"warm-up {c['warmup']}, {c['iters']} steps, torch {c['torch_version']}")
         return
     print(f"model          {rec['model']}")
+    if "weights" in rec:
+        print(f"weights        {rec['weights']}: {rec['card']}")
     print(f"parameters     {rec['params']:,}")
     print(f"MACs           {rec['macs'] / 1e9:.3f} G  (FLOPs {rec['flops'] / 1e9:.3f} G = 2 x MACs; counted: convolutions and matrix products)")
     print(f"latency        mean {rec['latency_ms_mean']:.2f} ms, median {rec['latency_ms_median']:.2f} ms, p90 {rec['latency_ms_p90']:.2f} ms")
@@ -77,6 +79,8 @@ def print_bench_record(rec: dict[str, Any], size) -> None:
             print(f"{label:<15}{rec[key]}")
     print(f"conditions     {c['device_name']} ({c['device']}), {c['threads']} threads, batch {c['batch']}, {size[0]}x{size[1]}, {c['dtype']}, "
           f"warm-up {c['warmup']}, {c['iters']} iterations, torch {c['torch_version']}")
+    if c.get("cpu_flags"):
+        print(f"cpu            {c.get('cpu_kind')}: {', '.join(c['cpu_flags'])}")
 
 
 def print_bench_table(records: list[dict[str, Any]], size) -> None:
@@ -87,3 +91,32 @@ def print_bench_table(records: list[dict[str, Any]], size) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in records:
         print(f"| {r['model']} | {r['params']:,} | {r['macs'] / 1e9:.2f} | {r['latency_ms_mean']:.1f} | {r['latency_ms_median']:.1f} | {r['latency_ms_p90']:.1f} | {r['fps']:.2f} |")
+
+
+def print_select(result) -> None:
+    """The accuracy / latency table of ``rtseg select``, fastest first, the pick marked with ``*``."""
+    size = "x".join(map(str, result.size))
+    print(f"| | network | weights | path | ms ({size}) | val mIoU | accuracy | note |")
+    print("|---|---|---|---|---:|---:|---|---|")
+    for r in result.rows:
+        mark = "*" if r is result.pick else ""
+        miou = f"{r.miou:.4f}" if r.miou is not None else "-"
+        change = f" ({r.miou_change:+.4f})" if r.miou_change else ""
+        status = ("" if r.passes else "fails: ") + r.accuracy_from + change
+        over = " over budget" if r.ms is not None and r.ms > result.budget_ms else ""
+        print(f"| {mark} | {r.model} | {r.tag} | {r.path} | {r.ms:.1f}{over} | {miou} | {status} | {r.note} |")
+    for what, why in result.skipped.items():
+        print(f"skipped {what}: {why}")
+    c = result.conditions
+    print(f"measured on {c['cpu']}, {c['threads'] or 'default'} threads, torch {c['torch']}; {c['timing']}"
+          + (" (cached timings: --no-cache measures again)" if result.rows and all(r.cached for r in result.rows) else ""))
+    if result.pick is None:
+        print("no network passed its accuracy check on any path: nothing to pick")
+        return
+    p = result.pick
+    verdict = f"within the {result.budget_ms:g} ms budget" if result.fits else f"nothing fits {result.budget_ms:g} ms; the fastest is"
+    print(f"pick ({verdict}): {p.model} --weights {p.tag} on {p.path}: {p.ms:.1f} ms, val mIoU {p.miou:.4f}")
+    if result.exported:
+        e = result.exported
+        print(f"wrote {e['out']} ({e['format']}{', INT8' if e['int8'] else ''}, input {e['input_size'][0]}x{e['input_size'][1]})"
+              + (f"; {e['note']}" if e["note"] else ""))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rtseg.cli.format import (
-    print_bench_record, print_bench_table, print_metrics_table, print_model_details, print_model_rows, print_recipes,
+    print_bench_record, print_bench_table, print_metrics_table, print_model_details, print_model_rows, print_recipes, print_select,
 )
 from rtseg.cli.parser import build_parser, parse
 
@@ -53,10 +53,11 @@ def _check_json_out(path: str | None) -> None:
     check_output(path, "file", option="--json")
 
 
-def _optimization(args: argparse.Namespace):
+def _optimization(args: argparse.Namespace, implied_by_precision: bool = False):
     from rtseg.tasks.common import Optimization
 
-    if not args.optimize:
+    implied = implied_by_precision and args.precision in ("auto", "bf16") and args.backend == "torch" and not getattr(args, "train", False)
+    if not args.optimize and not implied:
         return None
     return Optimization(args.channels_last, args.compile or "auto", args.compile_mode, args.precision or "fp32")
 
@@ -147,7 +148,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _check_json_out(args.json)
     options = BenchOptions(size=_size(args.size), device=args.device, threads=args.threads, batch=args.batch, warmup=args.warmup,
                            iters=args.iters, dtype=args.dtype, num_classes=args.num_classes, backend=args.backend, train=args.train,
-                           optimize=_optimization(args), precision=args.precision, train_compile=args.compile or "off")
+                           optimize=_optimization(args, implied_by_precision=True), precision=args.precision,
+                           train_compile=args.compile or "off", weights=args.weights)
     def progress(i: int, n: int, rec: dict[str, Any]) -> None:
         timing = f"{rec['latency_ms_mean']:.1f} ms" if "latency_ms_mean" in rec else "done"
         print(f"[{i}/{n}] {rec['model']}: {timing}", file=sys.stderr, flush=True)
@@ -175,6 +177,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     errors = result["errors"]
     print(f"wrote {result['written']} prediction(s) to {result['out']}" + (f"; {len(errors)} input(s) failed (see errors above)" if errors else ""))
     return 1 if errors else 0
+
+
+# -- select ---------------------------------------------------------------------------------
+def cmd_select(args: argparse.Namespace) -> int:
+    from rtseg.tasks import select
+
+    split = (lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None)
+    result = select(args.budget_ms, size=_size(args.size), threads=args.threads, dataset=args.dataset, networks=split(args.networks),
+                    paths=split(args.paths), verify=args.verify, verify_images=args.verify_images, calibration=args.calibration,
+                    rounds=args.rounds, cache=not args.no_cache, export=args.export, json_out=args.json, log=_console())
+    print_select(result)
+    return 0
 
 
 # -- serve ----------------------------------------------------------------------------------
@@ -269,7 +283,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"models": cmd_models, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "demo": cmd_demo, "export": cmd_export,
-            "export-weights": cmd_export_weights, "predict": cmd_predict, "recipes": cmd_recipes, "serve": cmd_serve}
+            "export-weights": cmd_export_weights, "predict": cmd_predict, "recipes": cmd_recipes, "serve": cmd_serve, "select": cmd_select}
 
 
 def main(argv: list[str] | None = None) -> int:

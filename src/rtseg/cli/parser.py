@@ -24,8 +24,8 @@ def _add_optimize_options(p: argparse.ArgumentParser) -> None:
                    help="torch.compile mode, e.g. reduce-overhead (CUDA graphs on a GPU) or max-autotune")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
                    help="with --optimize or --backend openvino (default fp32): bf16 inference on CPUs; auto picks bf16 only on a CPU "
-                        "with native bf16 whose arg-max agrees with fp32 on a check input. With bench --train (default auto): the "
-                        "trainer's train.precision")
+                        "with native bf16 whose arg-max agrees with fp32 on a check input (bench: auto or bf16 alone implies "
+                        "--optimize). With bench --train (default auto): the trainer's train.precision")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,6 +94,8 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p = sub.add_parser("bench", help="parameters, MACs/FLOPs and latency of a model")
     p.add_argument("model", nargs="?", help="registered model name or checkpoint")
     p.add_argument("--all", action="store_true", help="every registered model, as a markdown table")
+    p.add_argument("--weights", help="the model's trained weights: a tag (rtseg models --pretrained), URL or file; timing does not "
+                                     "depend on them, but the card and a reduced-precision check do")
     p.add_argument("--filter", help="with --all: shell-style name pattern")
     p.add_argument("--size", default="512x1024", help="input HxW (default 512x1024)")
     p.add_argument("--device", default="cpu")
@@ -169,6 +171,28 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("--format-for-server", action="store_true",
                    help="Cityscapes: write only labelId PNGs named like the input (the official evaluation server's format)")
     p.set_defaults(func=commands["predict"])
+
+    p = sub.add_parser("select", help="the most accurate trained network and deployment path within a latency budget, measured here",
+                       description="Times every trained network for the dataset on every deployment path this CPU runs natively "
+                                   "(PyTorch eager / optimized / bf16, OpenVINO fp32 / bf16 / INT8, ONNX Runtime fp32 / INT8), side by "
+                                   "side, keeps the paths whose accuracy passed (recorded with the weights, or measured with --verify) "
+                                   "and picks the most accurate one within --budget-ms (the fastest when none fits). Timings are cached "
+                                   "per CPU, thread count, size and versions: a second call is instant.")
+    p.add_argument("--budget-ms", type=float, required=True, help="latency budget per image (batch 1), in milliseconds")
+    p.add_argument("--size", help="input HxW (default: the size the weights were evaluated at, e.g. 360x480 for CamVid)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's, i.e. all cores)")
+    p.add_argument("--dataset", default="camvid", help="the dataset the networks were trained on (default camvid)")
+    p.add_argument("--networks", help="comma-separated model names to consider (default: every trained network for the dataset)")
+    p.add_argument("--paths", help="comma-separated deployment paths to consider (default: every one that runs here)")
+    p.add_argument("--verify", metavar="DATA_ROOT", help="measure each reduced-precision path's mIoU change on the dataset's val split "
+                                                         "(and calibrate INT8 on its train images) instead of trusting the records")
+    p.add_argument("--verify-images", type=int, help="with --verify: only the first N val images")
+    p.add_argument("--calibration", help="folder of images to calibrate the INT8 paths on (default: DATA_ROOT/train with --verify)")
+    p.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds (default 10)")
+    p.add_argument("--no-cache", action="store_true", help="time again even where this machine's timings are cached")
+    p.add_argument("--export", metavar="OUT", help="write the pick's deployed file (.xml for OpenVINO, .onnx, or .pt for TorchScript)")
+    p.add_argument("--json", help="write the table and the pick as JSON")
+    p.set_defaults(func=commands["select"])
 
     p = sub.add_parser("serve", help="an HTTP inference server and a browser page for trained networks (pip install 'rtseg[serve]')",
                        description="Serve networks over HTTP: GET / (a page), GET /health, GET /models, POST /v1/segment/MODEL "

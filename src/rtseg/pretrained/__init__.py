@@ -20,7 +20,7 @@ from rtseg.io import CheckpointError, read_card, read_weights
 from rtseg.io.weights import LegacyCard
 from rtseg.data.labels import CAMVID, CITYSCAPES
 from rtseg.data.normalization import PRESETS
-from rtseg.hub import download, is_url, sha256_of
+from rtseg.hub import cache_dir, download, is_url, sha256_of
 from rtseg.errors import UserError
 from rtseg.storage import not_a_file
 
@@ -54,6 +54,9 @@ class PretrainedWeights:
     card: ModelCard
     url: str | None = None  # downloaded into the cache
     file: str | None = None  # or shipped in rtseg/pretrained/ (package data)
+    # accuracy of each deployment path (rtseg.deploy.paths) measured against fp32 eager on the card's dataset:
+    # path -> {"miou_change", "goal", "pass", "measured"}; what `rtseg select` trusts without --verify
+    deployment: Mapping[str, Any] | None = None
 
     def __post_init__(self):
         if (self.url is None) == (self.file is None):
@@ -77,18 +80,26 @@ class PretrainedWeights:
             if digest != self.sha256:
                 raise ValueError(f"shipped weights {path} have SHA-256 {digest}, the table expects {self.sha256}; reinstall rtseg")
             return path
-        suffix = Path(self.url).suffix or ".pth"
+        return download(self.url, sha256=self.sha256, filename=self._cache_name(), progress=progress)
+
+    def cached(self) -> bool:
+        """Whether the file is here without a download: shipped, or already in the cache."""
+        if self.file is not None:
+            return True
+        return (cache_dir() / self._cache_name()).is_file()
+
+    def _cache_name(self) -> str:
         # named by model and tag: two releases may share a file name (ESPNet's encoder and decoder both ship espnet_p_2_q_8.pth)
-        return download(self.url, sha256=self.sha256, filename=f"{self.model}_{self.tag}-{self.sha256[:8]}{suffix}", progress=progress)
+        return f"{self.model}_{self.tag}-{self.sha256[:8]}{Path(self.url or '').suffix or '.pth'}"
 
     @classmethod
-    def shipped(cls, file: str, tag: str, sha256: str) -> "PretrainedWeights":
+    def shipped(cls, file: str, tag: str, sha256: str, deployment: Mapping[str, Any] | None = None) -> "PretrainedWeights":
         """An entry for a safetensors file written by :func:`rtseg.export_weights` and shipped in this folder
         (``file`` relative to it); its card is the one inside the file."""
         _, card = read_weights(PACKAGE_DIR / file, tensors=False)
         if card is None:
             raise ValueError(f"{PACKAGE_DIR / file} holds no model card; write it with rtseg.export_weights")
-        return cls(card.model, tag, sha256, card, file=file)
+        return cls(card.model, tag, sha256, card, file=file, deployment=deployment)
 
 
 _TABLE: dict[tuple[str, str], PretrainedWeights] = {}
@@ -263,7 +274,8 @@ def _register_zoo(index_path: Path = PACKAGE_DIR / "camvid" / "index.json") -> N
     if not index_path.is_file():
         return
     for item in json.loads(index_path.read_text()).values():
-        register_pretrained(PretrainedWeights.shipped(f"camvid/{item['file']}", "camvid", item["sha256"]))
+        register_pretrained(PretrainedWeights.shipped(f"camvid/{item['file']}", item.get("tag", "camvid"), item["sha256"],
+                                                      item.get("deployment")))
 
 
 _register_zoo()

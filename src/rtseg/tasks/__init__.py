@@ -13,8 +13,9 @@ from rtseg.tasks._predict import predict
 from rtseg.tasks._train import train
 from rtseg.tasks._recipes import recipes, resolved_config
 from rtseg.tasks._demo import demo
+from rtseg.tasks._select import SelectResult, select
 
 __all__ = [
     "evaluate", "bench", "bench_one", "BenchOptions", "predict", "export", "export_weights_file", "train", "demo",
-    "model_rows", "model_details", "Log", "Optimization", "recipes", "resolved_config",
+    "model_rows", "model_details", "Log", "Optimization", "recipes", "resolved_config", "select", "SelectResult",
 ]

@@ -1,7 +1,7 @@
 """Task: parameters, MACs/FLOPs and latency (or training throughput) of models, with the conditions measured under."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -40,6 +40,7 @@ class BenchOptions:
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
     num_classes: int | None = None
     backend: Literal["torch", "onnxruntime", "openvino"] = "torch"
+    weights: str | None = None  # a tag, URL or file for a registered model name (as rtseg eval --weights)
     train: bool = False
     optimize: Optimization | None = None
     precision: str | None = None
@@ -71,9 +72,11 @@ class BenchOptions:
 
 def bench_one(model: str | Path, options: BenchOptions = BenchOptions()) -> dict[str, Any]:
     """The record of one model (a registered name, checkpoint or weights file) under ``options``."""
-    net = load_model(model, num_classes=options.num_classes)
+    net = load_model(model, weights=options.weights, num_classes=options.num_classes)
     size, o = options.size, options
     record: dict[str, Any] = {"model": str(model), "card": card_of(net).summary(), "params": count_parameters(net)}
+    if options.weights:
+        record["weights"] = str(options.weights)
     record.update(count_flops(net, size, 1))
     if o.train:
         from rtseg.efficiency import measure_training_throughput
@@ -112,6 +115,13 @@ def bench(models: str | Path | list[str | Path] | None = None, options: BenchOpt
     ``pattern`` when ``models`` is None (``pattern`` None: all of them). Options are checked before any model is built.
     ``on_record(i, n, record)`` is called as each of the ``n`` records is made (progress of a long ``--all``)."""
     given = [models] if isinstance(models, (str, Path)) else list(models or [])
+    if options.weights and (models is None or len(given) != 1):
+        raise OptionError("--weights names the weights of one model: rtseg bench MODEL --weights TAG (not with --all)")
+    if options.precision not in (None, "fp32") and options.optimize is None and options.backend == "torch" and not options.train:
+        # --precision auto / bf16 is a choice rtseg.optimize makes: asked for alone, it means the same choice
+        from rtseg.tasks.common import Optimization
+
+        options = replace(options, optimize=Optimization(precision=options.precision))
     options.check(given[0] if len(given) == 1 else "")  # before any model is listed or built
     if models is None:
         names: list[str | Path] = list(list_models(pattern))
