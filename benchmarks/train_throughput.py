@@ -33,8 +33,19 @@ from rtseg.registry import create_model  # noqa: E402
 
 
 def split_mode(name: str) -> tuple[str, bool]:
-    """``"bf16+compile"`` -> (``"bf16"``, True): the precision and whether the step is compiled."""
+    """``"bf16+compile"`` -> (``"bf16"``, True): the precision and whether the step is compiled (``+fused``, the
+    fused Adam step, is read by :func:`throughput`)."""
+    name = name.removesuffix("+fused")
     return name.removesuffix("+compile"), name.endswith("+compile")
+
+
+def _mode(precision: str):
+    """The trainer's precision, or ``fp32-cl``: fp32 in channels-last layout (a lever measured for CPUs without bf16)."""
+    from rtseg.engine.precision import TrainPrecision
+
+    if precision == "fp32-cl":
+        return TrainPrecision("fp32", None, True, False)
+    return resolve_precision(precision, torch.device("cpu"))
 
 
 def throughput(model_name: str, size, batch: int, precisions: list[str], rounds: int, steps: int, num_classes: int = 11) -> dict:
@@ -45,10 +56,11 @@ def throughput(model_name: str, size, batch: int, precisions: list[str], rounds:
     runs = {}
     for name in precisions:
         precision, compiled = split_mode(name)
-        mode = resolve_precision(precision, torch.device("cpu"))
+        mode = _mode(precision)
         model = prepare_model(copy.deepcopy(base).train(), mode)
         step = compile_for_training(model) if compiled else model
-        runs[name] = (mode, step, torch.optim.Adam(model.parameters(), lr=1e-4), [])
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True) if name.endswith("+fused") else torch.optim.Adam(model.parameters(), lr=1e-4)
+        runs[name] = (mode, step, optimizer, [])
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     criterion = nn.CrossEntropyLoss()
 
