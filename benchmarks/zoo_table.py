@@ -29,8 +29,9 @@ def zoo_rows(timing: dict[str, dict]) -> list[dict]:
     from rtseg.pretrained import list_pretrained
 
     rows = []
+    by_sha = {e.sha256: e for e in list_pretrained()}
     for entry in list_pretrained():
-        if entry.tag not in ("camvid", "camvid-official"):
+        if not entry.tag.startswith("camvid"):
             continue
         card = entry.card
         model = create_model(entry.model, num_classes=card.num_outputs, **card.options).eval()
@@ -41,7 +42,9 @@ def zoo_rows(timing: dict[str, dict]) -> list[dict]:
                "miou": metric.miou if metric else None, "pixel_accuracy": metric.pixel_accuracy if metric else None,
                "per_class": dict(metric.per_class_iou) if metric else {}, "epochs": card.training.epochs if card.training else None,
                "run_epochs": _run_epochs(card),
-               "wall_time_s": card.training.wall_time_s if card.training else None, "by": card.training.by if card.training else ""}
+               "wall_time_s": card.training.wall_time_s if card.training else None, "by": card.training.by if card.training else "",
+               "default": entry.default}
+        row["images_seen"], row["cpu_hours"] = compute_spent(card, by_sha)
         t = timing.get(f"{entry.model}/{entry.tag}")
         if t is not None:
             row["eager_ms"] = t.get("fp32_eager_ms")
@@ -50,6 +53,26 @@ def zoo_rows(timing: dict[str, dict]) -> list[dict]:
                 row["best_ms"], row["best_path"] = min(passing)
         rows.append(row)
     return rows
+
+
+def compute_spent(card, by_sha: dict) -> tuple[int | None, float | None]:
+    """(training images seen, CPU-hours) behind the weights, the weights they started from included (a continued run
+    counts its start's compute too). Images seen: the card's record, else epochs x training images (one crop per image
+    per epoch); CPU-hours: wall time x the run's threads."""
+    t = card.training
+    if t is None or t.by != "rtseg trainer":
+        return None, None
+    seen = t.images_seen if t.images_seen is not None else (t.epochs or 0) * (t.images or 0)
+    threads = (((t.config or {}).get("train") or {}).get("threads")) or 1
+    hours = None if t.wall_time_s is None else t.wall_time_s * threads / 3600
+    if t.start_weights:
+        sha = t.start_weights.split("sha256 ")[-1].rstrip(")").strip()
+        start = next((e for k, e in by_sha.items() if sha and k.startswith(sha[:12])), None)
+        if start is not None:
+            s_seen, s_hours = compute_spent(start.card, by_sha)
+            seen += s_seen or 0
+            hours = None if hours is None or s_hours is None else hours + s_hours
+    return seen, hours
 
 
 def _run_epochs(card) -> int | None:
@@ -86,16 +109,18 @@ def model_label(row: dict) -> str:
 
 
 def markdown(rows: list[dict], figure: str | None) -> str:
-    head = ["| model | weights | params | GMACs 360x480 | val mIoU | pixel acc. | epochs | training time | eager ms | best deployed ms (path) | speed-up |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    head = ["| model | weights | params | GMACs 360x480 | val mIoU | pixel acc. | epochs | images seen | training time | CPU-hours | eager ms | best deployed ms (path) | speed-up |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         hours = None if r["wall_time_s"] is None else r["wall_time_s"] / 3600
         best = "-" if "best_ms" not in r else f"{r['best_ms']:.1f} ({r['best_path']})"
         speedup = "-" if "best_ms" not in r or not r.get("eager_ms") else f"{r['eager_ms'] / r['best_ms']:.2f}x"
         model = model_label(r)
-        head.append(f"| {model} | {r['tag']} | {r['params'] / 1e6:.3f} M | {r['macs'] / 1e9:.2f} | {_num(r['miou'], '.4f')} | "
-                    f"{_num(r['pixel_accuracy'], '.4f')} | {epochs_text(r)} | {_num(hours, '.1f') + (' h' if hours else '')} | {_num(r.get('eager_ms'), '.1f')} | "
-                    f"{best} | {speedup} |")
+        seen = "-" if not r.get("images_seen") else f"{r['images_seen'] / 1000:.1f} k"
+        tag = r["tag"] + (" (default)" if r.get("default") else "")
+        head.append(f"| {model} | {tag} | {r['params'] / 1e6:.3f} M | {r['macs'] / 1e9:.2f} | {_num(r['miou'], '.4f')} | "
+                    f"{_num(r['pixel_accuracy'], '.4f')} | {epochs_text(r)} | {seen} | {_num(hours, '.1f') + (' h' if hours else '')} | "
+                    f"{_num(r.get('cpu_hours'), '.1f')} | {_num(r.get('eager_ms'), '.1f')} | {best} | {speedup} |")
     classes = list(next((r["per_class"] for r in rows if r["per_class"]), {}))
     per_class = ["| model | weights | " + " | ".join(classes) + " |", "|---|---|" + "---:|" * len(classes)]
     for r in rows:
@@ -154,6 +179,44 @@ def plot(rows: list[dict], out: Path) -> bool:
     return True
 
 
+def plot_compute(rows: list[dict], out: Path) -> bool:
+    """Val mIoU against the CPU-hours behind the weights (the start weights' included), one colour per network, a line
+    from each network's first-round weights to a later round's; False when no row has both figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    known = [r for r in rows if r.get("cpu_hours") and r["miou"] is not None]
+    if not known:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colours = {}
+    for r in sorted(known, key=lambda r: (r["model"], r["cpu_hours"])):
+        colour = colours.get(r["model"])
+        (pt,) = ax.plot([r["cpu_hours"]], [r["miou"]], "o" if r["tag"] == "camvid" else "*", markersize=7 if r["tag"] == "camvid" else 12,
+                        color=colour, label=None if colour else model_label(r))
+        colours.setdefault(r["model"], pt.get_color())
+    for model, colour in colours.items():
+        mine = sorted((r for r in known if r["model"] == model), key=lambda r: r["cpu_hours"])
+        if len(mine) > 1:
+            ax.plot([r["cpu_hours"] for r in mine], [r["miou"] for r in mine], "-", color=colour, alpha=0.6)
+    official = next((r for r in rows if r["tag"] == "camvid-official" and r["miou"]), None)
+    if official:
+        ax.axhline(official["miou"], color="grey", linestyle="--", linewidth=1)
+        ax.annotate(f"official ESPNet release ({official['miou']:.3f})", xy=(ax.get_xlim()[0], official["miou"]), xytext=(4, 3),
+                    textcoords="offset points", fontsize=8, color="grey")
+    ax.set_xlabel("CPU-hours behind the weights (2 threads x wall time; o first round, * later rounds)")
+    ax.set_ylabel("CamVid val mIoU (11 classes)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--list", action="store_true", help="print the models with CamVid zoo weights and exit")
@@ -171,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     if plot(rows, args.figure):
         figure = Path("img") / args.figure.name
     text = markdown(rows, str(figure) if figure else None)
+    compute_figure = args.figure.with_name("zoo-accuracy-compute.png")
+    if plot_compute(rows, compute_figure):
+        text += f"\n\n![CamVid val mIoU against the CPU-hours behind the weights](img/{compute_figure.name})"
     if args.out:
         args.out.write_text(into_document(args.out.read_text() if args.out.is_file() else "", text))
     else:

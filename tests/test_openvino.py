@@ -107,8 +107,9 @@ def test_export_cli_predict_and_bench(tmp_path, capsys):
     assert "openvino" in out and "precision      " in out
     assert main(["bench", "espnet-c", "--backend", "openvino", "--device", "cuda", "--size", "32x64"]) == 2
     capsys.readouterr()
-    assert main(["bench", "espnet-c", "--precision", "bf16", "--size", "32x64"]) == 2  # plain PyTorch: --dtype, not --precision
-    assert "--precision bf16 applies with --optimize" in capsys.readouterr().err
+    # --precision alone on PyTorch means rtseg.optimize's choice (issue 29): it implies --optimize
+    assert main(["bench", "espnet-c", "--precision", "auto", "--compile", "off", "--size", "32x64", "--iters", "1", "--warmup", "0"]) == 0
+    assert "optimized" in capsys.readouterr().out
 
 
 def test_nncf_int8_export_keeps_metadata(tmp_path, capsys):

@@ -213,7 +213,7 @@ def test_serve_command_errors_are_one_line(capsys):
     from rtseg.cli.parser import build_parser
 
     args = build_parser({k: None for k in ("models", "train", "recipes", "eval", "bench", "demo", "export", "export-weights", "predict",
-                                            "serve")}).parse_args(["serve"])
+                                            "serve", "select")}).parse_args(["serve"])
     assert args.host == "127.0.0.1" and args.batch_window_ms == 0  # this machine only, no batching, unless asked
 
 

@@ -18,8 +18,10 @@ def test_evaluate_takes_a_built_model_and_returns_the_summary(capsys):
 def test_options_that_do_not_go_together_stop_before_any_work(tmp_path):
     with pytest.raises(OptionError, match="exclude each other"):
         export("espnet-c", tmp_path / "m.onnx", size=(32, 32), dynamic=True)
-    with pytest.raises(OptionError, match="applies with --optimize"):
-        bench("espnet-c", BenchOptions(size=(32, 32), precision="bf16"))
+    with pytest.raises(OptionError, match="applies with --optimize"):  # ONNX Runtime has no bf16 path
+        bench("espnet-c", BenchOptions(size=(32, 32), precision="bf16", backend="onnxruntime"))
+    with pytest.raises(OptionError, match="--weights names the weights of one model"):
+        bench(None, BenchOptions(size=(32, 32), weights="camvid"))
     with pytest.raises(OptionError, match="fp16 applies to bench --train"):
         bench("espnet-c", BenchOptions(size=(32, 32), optimize=Optimization(compile="off"), precision="fp16"))
     with pytest.raises(UserError, match="Did you mean: espnet"):

@@ -25,6 +25,20 @@ FROM_SCRATCH = ("trained from scratch by rtseg on CamVid train (367 images, SegN
                 "no ImageNet initialisation (no backbone weights could be fetched on the training machine)")
 
 
+def run_notes(card) -> str:
+    """The card's note on how the weights came about: from scratch, or continued from earlier zoo weights, with the
+    teacher(s) of a distilled run and the images seen over the whole chain."""
+    t = card.training
+    if t is None or not (t.start_weights or t.teacher):
+        return FROM_SCRATCH
+    parts = ["trained by rtseg on CamVid train (367 images, SegNet split) at 360x480 on a CPU, no ImageNet initialisation"]
+    if t.start_weights:
+        parts.append(f"continued from {t.start_weights} (itself trained from scratch by rtseg)")
+    if t.teacher:
+        parts.append(f"distilled from {t.teacher}")
+    return "; ".join(parts)
+
+
 def evaluate(model: str, weights: Path, root: str, out: Path) -> dict:
     command = [sys.executable, "-m", "rtseg.cli", "eval", model, "--weights", str(weights), "--data", "camvid",
                "--root", root, "--split", "val", "--quiet", "--json", str(out)]
@@ -50,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished training run folder (best.pt, metrics.csv)")
     parser.add_argument("--root", required=True, help="CamVid root (train/, val/, ...)")
+    parser.add_argument("--tag", default="camvid", help="the weights tag (camvid, or a later round: camvid-v2); earlier tags stay as they are")
+    parser.add_argument("--default", action="store_true", help="make this tag the model's default (weights='default')")
     args = parser.parse_args(argv)
 
     from rtseg.card import Metrics
@@ -74,15 +90,15 @@ def main(argv: list[str] | None = None) -> int:
                 chosen = name
                 break
         s = scores[chosen]
-        protocol = {**s["protocol"], "command": f"rtseg eval {model} --weights camvid --data camvid --root CAMVID --split val"}
+        protocol = {**s["protocol"], "command": f"rtseg eval {model} --weights {args.tag} --data camvid --root CAMVID --split val"}
         metrics = Metrics(dataset="camvid", split="val", miou=round(s["miou"], 4), pixel_accuracy=round(s["pixel_accuracy"], 4),
                           images=s["dataset"]["images"], per_class_iou={k: (None if v is None else round(v, 4)) for k, v in s["per_class_iou"].items()},
                           protocol=protocol, epoch=card.training.epochs if card.training else None,
                           measured_with=f"rtseg, torch {s['torch_version']} (CPU), {STORAGE_NAMES[chosen]}")
         state, _ = read_weights(files[chosen])
-        final = card.replace(metrics=(metrics,), notes=FROM_SCRATCH, license="MIT", source="rtseg CamVid zoo")
+        final = card.replace(metrics=(metrics,), notes=run_notes(card), license="MIT", source="rtseg CamVid zoo")
         ZOO_DIR.mkdir(parents=True, exist_ok=True)
-        target = ZOO_DIR / f"{model}.safetensors"
+        target = ZOO_DIR / (f"{model}.safetensors" if args.tag == "camvid" else f"{model}-{args.tag}.safetensors")
         save_weights(tmp / "final.safetensors", state, final, half=dict(STORAGES)[chosen])
         check = evaluate(model, tmp / "final.safetensors", args.root, tmp / "final.json")
         if abs(check["miou"] - s["miou"]) > 1e-9:
@@ -90,7 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(tmp / "final.safetensors", target)
     index_path = ZOO_DIR / "index.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
-    index[model] = {"file": target.name, "sha256": sha256_of(target), "storage": chosen, "run": curve_summary(args.run)}
+    key = model if args.tag == "camvid" else f"{model}@{args.tag}"
+    index[key] = {"file": target.name, "tag": args.tag, "sha256": sha256_of(target), "storage": chosen, "run": curve_summary(args.run)}
+    if args.default:
+        for k, item in index.items():
+            if k.split("@")[0] == model:
+                item.pop("default", None)
+        index[key]["default"] = True
     index_path.write_text(json.dumps(dict(sorted(index.items())), indent=1) + "\n")
     print(f"published {target.relative_to(REPO)} ({target.stat().st_size / 2**20:.1f} MiB, {chosen}); val mIoU {metrics.miou:.4f}")
     return 0

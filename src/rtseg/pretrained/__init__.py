@@ -25,6 +25,7 @@ from rtseg.errors import UserError
 from rtseg.storage import not_a_file
 
 __all__ = [
+    "default_tag",
     "PretrainedWeights",
     "UnknownWeightsError",
     "register_pretrained",
@@ -57,6 +58,7 @@ class PretrainedWeights:
     # accuracy of each deployment path (rtseg.deploy.paths) measured against fp32 eager on the card's dataset:
     # path -> {"miou_change", "goal", "pass", "measured"}; what `rtseg select` trusts without --verify
     deployment: Mapping[str, Any] | None = None
+    default: bool = False  # the tag ``weights="default"`` means for this model (see :func:`default_tag`)
 
     def __post_init__(self):
         if (self.url is None) == (self.file is None):
@@ -93,13 +95,13 @@ class PretrainedWeights:
         return f"{self.model}_{self.tag}-{self.sha256[:8]}{Path(self.url or '').suffix or '.pth'}"
 
     @classmethod
-    def shipped(cls, file: str, tag: str, sha256: str, deployment: Mapping[str, Any] | None = None) -> "PretrainedWeights":
+    def shipped(cls, file: str, tag: str, sha256: str, deployment: Mapping[str, Any] | None = None, default: bool = False) -> "PretrainedWeights":
         """An entry for a safetensors file written by :func:`rtseg.export_weights` and shipped in this folder
         (``file`` relative to it); its card is the one inside the file."""
         _, card = read_weights(PACKAGE_DIR / file, tensors=False)
         if card is None:
             raise ValueError(f"{PACKAGE_DIR / file} holds no model card; write it with rtseg.export_weights")
-        return cls(card.model, tag, sha256, card, file=file, deployment=deployment)
+        return cls(card.model, tag, sha256, card, file=file, deployment=deployment, default=default)
 
 
 _TABLE: dict[tuple[str, str], PretrainedWeights] = {}
@@ -118,7 +120,19 @@ def list_pretrained(model: str | None = None) -> list[PretrainedWeights]:
     return [e for k, e in sorted(_TABLE.items()) if model is None or e.model == model]
 
 
+def default_tag(model: str) -> str | None:
+    """The tag ``weights="default"`` names for ``model``: the entry marked default (the zoo's best weights for it),
+    else its only or first registered tag; None without registered weights."""
+    entries = list_pretrained(model)
+    if not entries:
+        return None
+    marked = [e for e in entries if e.default]
+    return (marked or entries)[0].tag
+
+
 def get_pretrained(model: str, tag: str) -> PretrainedWeights:
+    if tag == "default" and default_tag(model) is not None:
+        tag = default_tag(model)
     try:
         return _TABLE[(model, tag)]
     except KeyError:
@@ -153,6 +167,8 @@ def locate_weights(model: str, weights: str | os.PathLike, progress: bool = True
     """The local file a ``weights=`` value names (a tag's file or a URL downloaded first) and the registered entry
     it is, by tag, URL or SHA-256 (None for a file nobody registered)."""
     text = str(weights)
+    if text == "default" and default_tag(model) is not None:
+        text = default_tag(model)
     entry = _TABLE.get((model, text))
     if entry is None and is_url(text):
         entry = next((e for e in _TABLE.values() if e.url == text), None)
@@ -202,7 +218,8 @@ def pretrained_table(entries: list[PretrainedWeights] | None = None) -> str:
         c = e.card
         classes = f"{c.class_info.num_classes}" + (f" + {len(c.void_outputs)} void" if c.void_outputs else "")
         trained = c.training.dataset if c.training else "-"
-        rows.append(f"| {e.model} | {e.tag} | {trained} | {classes} | {_metric_text(c)} | {e.source} | {e.license} |")
+        tag = f"{e.tag} (default)" if default_tag(e.model) == e.tag and len(list_pretrained(e.model)) > 1 else e.tag
+        rows.append(f"| {e.model} | {tag} | {trained} | {classes} | {_metric_text(c)} | {e.source} | {e.license} |")
     return "\n".join(rows)
 
 
@@ -275,7 +292,7 @@ def _register_zoo(index_path: Path = PACKAGE_DIR / "camvid" / "index.json") -> N
         return
     for item in json.loads(index_path.read_text()).values():
         register_pretrained(PretrainedWeights.shipped(f"camvid/{item['file']}", item.get("tag", "camvid"), item["sha256"],
-                                                      item.get("deployment")))
+                                                      item.get("deployment"), bool(item.get("default", False))))
 
 
 _register_zoo()
