@@ -168,10 +168,16 @@ def plot(rows: list[dict], out: Path) -> bool:
     ax.set_xticks([t for t in (2, 5, 10, 20, 50, 100, 200, 500) if min(ms) / 2 <= t <= max(ms) * 2])
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("CPU latency at 360x480, batch 1, 2 threads (ms; o eager, * best deployed path)")
-    ax.set_ylabel("CamVid val mIoU (11 classes)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    return _finish(fig, ax, "CPU latency at 360x480, batch 1, 2 threads (ms; o eager, * best deployed path)", "best", out)
+
+
+def _finish(fig, ax, xlabel: str, legend: str, out: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("CamVid val mIoU (11 classes)")
+    ax.legend(fontsize=8, loc=legend)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -206,15 +212,8 @@ def plot_compute(rows: list[dict], out: Path) -> bool:
         ax.axhline(official["miou"], color="grey", linestyle="--", linewidth=1)
         ax.annotate(f"official ESPNet release ({official['miou']:.3f})", xy=(ax.get_xlim()[0], official["miou"]), xytext=(4, 3),
                     textcoords="offset points", fontsize=8, color="grey")
-    ax.set_xlabel("CPU-hours behind the weights (2 threads x wall time; o first round, * later rounds)")
-    ax.set_ylabel("CamVid val mIoU (11 classes)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return True
+    return _finish(fig, ax, "CPU-hours behind the weights (2 threads x wall time; o first round, * later rounds)", "lower right", out)
 
 
 def main(argv: list[str] | None = None) -> int:

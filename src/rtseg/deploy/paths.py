@@ -105,12 +105,9 @@ def build_runner(name: str, model: nn.Module, size: tuple[int, int], threads: in
         if name.startswith("openvino"):
             from rtseg.deploy.openvino_backend import compile_ir, export_openvino, quantize_nncf
 
-            xml = tmp / f"{stem}-fp32.xml"
-            if not xml.is_file():
-                export_openvino(model, xml, size)
+            xml = _exported(tmp / f"{stem}-fp32.xml", lambda path: export_openvino(model, path, size))
             if name == "openvino-int8":
-                int8 = tmp / f"{stem}-int8.xml"
-                quantize_nncf(xml, int8, list(calibration or []))
+                int8 = _exported(tmp / f"{stem}-int8.xml", lambda path: quantize_nncf(xml, path, list(calibration or [])))
                 compiled, _ = compile_ir(int8, "fp32", threads)
                 return (lambda x, c=compiled: torch.from_numpy(c(x)[0])), f"NNCF INT8, {len(calibration or [])} calibration images"
             compiled, choice = compile_ir(xml, name.split("-")[1], threads)
@@ -119,16 +116,19 @@ def build_runner(name: str, model: nn.Module, size: tuple[int, int], threads: in
             from rtseg.deploy.onnx_export import export_onnx, ort_session
             from rtseg.deploy.quantize import quantize_int8
 
-            onnx = tmp / f"{stem}-fp32.onnx"
-            if not onnx.is_file():
-                export_onnx(model, onnx, size)
+            onnx = _exported(tmp / f"{stem}-fp32.onnx", lambda path: export_onnx(model, path, size))
             if name == "onnxruntime-int8":
-                int8 = tmp / f"{stem}-int8.onnx"
-                quantize_int8(onnx, int8, list(calibration or []))
-                onnx = int8
+                onnx = _exported(tmp / f"{stem}-int8.onnx", lambda path: quantize_int8(onnx, path, list(calibration or [])))
             session = ort_session(onnx, threads=threads, spinning=False)
             return (lambda x, s=session: torch.from_numpy(s.run(None, {"image": x})[0])), PATHS[name].description
     raise ValueError(f"unknown deployment path {name!r}; paths: {', '.join(PATHS)}")
+
+
+def _exported(path: Path, write: Callable[[Path], Any]) -> Path:
+    """``path``, written by ``write`` unless an earlier path of the same network already did (fp32 exports are shared)."""
+    if not path.is_file():
+        write(path)
+    return path
 
 
 def describe_paths() -> list[dict[str, Any]]:
