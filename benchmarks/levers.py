@@ -2,9 +2,9 @@
 torch.compile max-autotune, for FPLNet and LiteSeg-MobileNetV2 with their zoo weights at 360x480, batch 1, 2 threads,
 interleaved rounds.
 
-    python benchmarks/levers.py   # writes /tmp/work/levers.json (committed as benchmarks/results-levers-xeon-amx.json)
+    python benchmarks/levers.py benchmarks/results-levers-xeon-amx.json
 """
-import statistics, time, json, numpy as np, torch, warnings, tempfile, os
+import statistics, sys, time, json, numpy as np, torch, warnings, tempfile
 from pathlib import Path
 import rtseg
 from rtseg.efficiency import time_calls
@@ -36,4 +36,4 @@ for name in ["fplnet", "liteseg-mobilenetv2"]:
         times = time_calls(calls, 2, 15, rotate=True)
     out[name] = {k: round(statistics.median(v), 2) for k, v in times.items()}
     print(name, json.dumps(out[name], indent=1), flush=True)
-json.dump(out, open("/tmp/work/levers.json", "w"), indent=1)
+json.dump(out, open(sys.argv[1] if len(sys.argv) > 1 else "levers.json", "w"), indent=1)
