@@ -143,3 +143,29 @@ def test_bench_takes_a_weights_tag_and_precision_auto_alone(capsys):
     assert "fplnet" in out and "camvid val mIoU" in out
     assert main(["bench", "espnet-c", "--precision", "auto", "--compile", "off", "--size", "32x64", "--warmup", "0", "--iters", "1"]) == 0
     assert "optimized" in capsys.readouterr().out
+
+
+def test_cpu_kinds_and_the_thread_bound(monkeypatch):
+    from rtseg.cpu import check_threads, available_cpus
+    from rtseg.errors import OptionError
+
+    for flags, kind in [(AVX2, "AVX2 only"), (AVX2 + " avx512f", "AVX-512 (no native bf16)"), (AVX2 + " avx512f avx512_bf16", "AVX-512 BF16"),
+                        (AMX, "AVX-512 BF16 + AMX")]:
+        monkeypatch.setenv(FAKE_FLAGS_VARIABLE, flags)
+        assert cpu_info().kind == kind and "flags faked" in cpu_info().describe()
+    assert cpu_info().int8_dot_product and "AMX-BF16" in cpu_info().named_flags
+    check_threads(available_cpus())
+    with pytest.raises(OptionError, match="logical CPU"):
+        check_threads(4 * available_cpus() + 1)
+    with pytest.raises(OptionError, match="whole number"):
+        check_threads(0)
+
+
+def test_a_path_whose_package_is_missing_says_how_to_install_it(monkeypatch):
+    from rtseg.deploy import paths
+
+    monkeypatch.setenv(FAKE_FLAGS_VARIABLE, AMX)
+    monkeypatch.setattr(paths, "_has", lambda module: module not in ("openvino", "nncf"))
+    why = paths.available_paths(calibration=True)
+    assert "pip install 'rtseg[openvino]'" in why["openvino-fp32"] and why["onnxruntime-int8"] is None and why["torch-bf16"] is None
+    assert "calibration" in paths.available_paths(calibration=False)["onnxruntime-int8"]
