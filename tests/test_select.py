@@ -169,3 +169,17 @@ def test_a_path_whose_package_is_missing_says_how_to_install_it(monkeypatch):
     why = paths.available_paths(calibration=True)
     assert "pip install 'rtseg[openvino]'" in why["openvino-fp32"] and why["onnxruntime-int8"] is None and why["torch-bf16"] is None
     assert "calibration" in paths.available_paths(calibration=False)["onnxruntime-int8"]
+
+
+def test_verify_measures_the_reduced_paths_on_real_images(tmp_path, monkeypatch, capsys):
+    from conftest import shared_path
+
+    pytest.importorskip("openvino")
+    root = shared_path("data", "camvid")
+    monkeypatch.setenv("RTSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(FAKE_FLAGS_VARIABLE, AMX)  # bf16 offered whatever this CPU is (a decision; the arithmetic is OpenVINO's)
+    result = select(1000, networks=["espnet"], paths=["torch", "openvino-bf16"], verify=root, verify_images=2, rounds=1, threads=2,
+                    size=(180, 240))
+    rows = {r.path: r for r in result.rows}
+    assert rows["openvino-bf16"].accuracy_from == "measured here" and abs(rows["openvino-bf16"].miou_change) < 0.05
+    assert rows["torch"].accuracy_from == "fp32" and rows["torch"].miou_change == 0.0
