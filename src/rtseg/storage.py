@@ -161,7 +161,7 @@ def check_writable(path: str | os.PathLike, *, kind: Literal["file", "dir"] = "f
     Missing parent folders are fine (they are created) unless one of them is a file. Nothing is left behind.
     """
     if not str(path).strip():
-        raise OutputError(f"{option} is empty; name a {'folder' if kind == 'dir' else 'file'} (e.g. {option} {'out' if kind == 'dir' else 'out.json'})")
+        raise OutputError(f"{option} is empty; name a {'folder' if kind == 'dir' else 'file'}")
     path = Path(path)
     anchor = _nearest_existing(path)
     if anchor != path and not anchor.is_dir():

@@ -253,7 +253,7 @@ def select(budget_ms: float, *, size: tuple[int, int] | None = None, threads: in
     if verify is not None and not Path(verify).is_dir():
         raise OptionError(f"--verify {str(verify)!r} is not a folder (the dataset's root, holding its val split)")
     if export is not None:
-        check_output(export, "file")
+        check_output(export, "file", "--export")
     if json_out is not None:
         check_output(json_out, "file", "--json")
     cal_dir = Path(calibration) if calibration else (Path(verify) / "train" if verify and (Path(verify) / "train").is_dir() else None)
