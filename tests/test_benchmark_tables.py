@@ -113,3 +113,33 @@ def test_zoo_table_says_when_the_published_epoch_came_before_the_runs_end():
     assert "| 85 of 100 |" in lines[2]
     assert "| 100 |" in lines[3] and " of " not in lines[3]
     assert "| 85 |" in lines[4]
+
+
+def test_compute_behind_weights_counts_the_run_they_started_from():
+    from types import SimpleNamespace as NS
+
+    zoo_table = _script("zoo_table")
+    first = NS(training=NS(by="rtseg trainer", images_seen=None, epochs=100, images=367, wall_time_s=3600.0, config={"train": {"threads": 2}},
+                           start_weights=None))
+    second = NS(training=NS(by="rtseg trainer", images_seen=36_000, epochs=100, images=367, wall_time_s=1800.0,
+                            config={"train": {"threads": 2}}, start_weights="fplnet/camvid (sha256 4ab783ed80936e18abc)"))
+    by_sha = {"4ab783ed80936e18abcdef": NS(card=first)}
+    assert zoo_table.compute_spent(first, by_sha) == (36_700, 2.0)
+    assert zoo_table.compute_spent(second, by_sha) == (72_700, 3.0)
+    official = NS(training=NS(by="the ESPNet authors", images_seen=None, epochs=None, images=None, wall_time_s=None, config=None, start_weights=None))
+    assert zoo_table.compute_spent(official, by_sha) == (None, None)
+
+
+def test_every_cpu_tables_in_the_docs_are_the_committed_records():
+    """docs/benchmarks.md quotes benchmarks/every_cpu.py --table of the committed results, so neither can go stale alone."""
+    import json
+
+    every_cpu = _script("every_cpu")
+    root = Path(__file__).resolve().parents[1]
+    records = json.loads((root / "benchmarks" / "results-every-cpu.json").read_text())
+    docs = (root / "docs" / "benchmarks.md").read_text()
+    rendered = every_cpu.table(records)
+    for line in rendered.splitlines():
+        if line.startswith("| ") and "|---" not in line:
+            assert line in docs, line
+    assert all(r["cpu_flags"] and r["cpu"] in docs for r in records)
