@@ -150,3 +150,28 @@ def test_an_ensemble_averages_its_teachers_mapped_logits():
     out = Teacher(nets, PRESETS["imagenet"], temperature=1.0)(torch.zeros(2, 3, 4, 4), (4, 4), torch.autocast("cpu", enabled=False))
     assert out.shape == (2, 2, 4, 4)
     assert torch.allclose(out[0, :, 0, 0], torch.tensor([(1.0 + 0.0) / 2, (3.0 + 5.0) / 2]))
+
+
+def test_void_ignore_leaves_out_the_pixels_a_teacher_calls_void():
+    from rtseg.engine.distill import Distillation
+
+    class Half(torch.nn.Module):  # left half: class 0 wins; right half: the void output (index 2) wins
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 3, *x.shape[-2:])
+            out[:, 0, :, : x.shape[-1] // 2] = 5.0
+            out[:, 2, :, x.shape[-1] // 2:] = 5.0
+            return out
+
+    teacher = Teacher([TeacherNet(Half(), PRESETS["imagenet"], [[0], [1]], void=(2,))], PRESETS["imagenet"], temperature=1.0)
+    student = torch.zeros(1, 2, 4, 4, requires_grad=True)
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    off = torch.autocast("cpu", enabled=False)
+    drop = Distillation(teacher, PixelKLDivergence(1.0), 1.0, 255, void="drop")(student, torch.zeros(1, 3, 4, 4), labels, off)
+    assert teacher.void_pixels is not None and teacher.void_pixels[0, :, 2:].all() and not teacher.void_pixels[0, :, :2].any()
+    ignore = Distillation(teacher, PixelKLDivergence(1.0), 1.0, 255, void="ignore")(student, torch.zeros(1, 3, 4, 4), labels, off)
+    # on the void half the dropped void leaves two equal logits (KL 0 to a uniform student): ignoring it doubles the mean
+    assert float(drop) > 0 and float(ignore) == pytest.approx(2 * float(drop), rel=1e-5)
+    ignore.backward()
+    assert student.grad[0, :, :, 2:].abs().max() == 0 and student.grad[0, :, :, :2].abs().max() > 0
+    with pytest.raises(ValueError, match="distill.void"):
+        Distillation(teacher, PixelKLDivergence(1.0), 1.0, 255, void="mask")

@@ -305,6 +305,7 @@ SCHEMA: dict[str, Any] = {
         "temperature": number(lo=0, lo_open=True, hi=100),
         "weight": number(lo=0),
         "class_map": _class_map("student class: teacher class or [teacher classes]", lists=True),
+        "void": choice("drop", "ignore"),
     },
     "logging": {
         "loggers": list_of(choice("csv", "tensorboard", "wandb", "mlflow"), "logger names (csv, tensorboard, wandb, mlflow)", non_empty=False),

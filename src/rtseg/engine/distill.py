@@ -13,7 +13,9 @@ The :class:`Teacher` runs in eval mode without gradients, in the run's precision
 batch converted to the teacher's own normalisation (an ESPNet release's BGR 0-255 input, say); its logits are
 resized to the student's output size and mapped onto the student's classes (void outputs dropped; a class map
 may merge several teacher classes into one student class, whose probability is their sum). Several teachers
-average their mapped logits (an ensemble).
+average their mapped logits (an ensemble). ``void="ignore"`` also leaves out of the term the pixels where a teacher's
+most likely output is one of its void outputs: the official ESPNet release answers "void" on poles and signs, and its
+remaining class probabilities there teach a student to miss them.
 """
 from __future__ import annotations
 
@@ -126,6 +128,7 @@ class TeacherNet:
     groups: list[list[int]]
     input_scale: int = 1
     name: str = ""
+    void: tuple[int, ...] = ()  # the teacher's void outputs (an official release's extra "void" class)
 
 
 class Teacher:
@@ -135,6 +138,7 @@ class Teacher:
         self.nets = list(nets)
         self.student_normalization = student_normalization
         self.temperature = temperature
+        self.void_pixels: torch.Tensor | None = None  # after a call: where some teacher's most likely output was void
         for net in self.nets:
             net.model.eval()
             for p in net.model.parameters():
@@ -149,7 +153,7 @@ class Teacher:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, size: tuple[int, int], autocast) -> torch.Tensor:
-        total = None
+        total, void = None, None
         for net in self.nets:
             x = renormalize(images, self.student_normalization, net.normalization)
             if net.input_scale > 1:
@@ -161,8 +165,12 @@ class Teacher:
             logits = logits.float()
             if tuple(logits.shape[-2:]) != tuple(size):
                 logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            if net.void:
+                top_is_void = logits.argmax(1) >= min(net.void)
+                void = top_is_void if void is None else void | top_is_void
             mapped = self._mapped(logits, net.groups)
             total = mapped if total is None else total + mapped
+        self.void_pixels = void
         return total / len(self.nets)
 
     def to(self, device: torch.device, channels_last: bool = False) -> "Teacher":
@@ -176,10 +184,12 @@ class Teacher:
 class Distillation:
     """``weight * loss(student logits, teacher logits)`` over the labelled pixels of a batch."""
 
-    def __init__(self, teacher: Teacher, loss: nn.Module, weight: float, ignore_index: int):
+    def __init__(self, teacher: Teacher, loss: nn.Module, weight: float, ignore_index: int, void: str = "drop"):
         if not math.isfinite(weight) or weight < 0:
             raise ValueError(f"distill.weight={weight!r}: expected a finite number >= 0")
-        self.teacher, self.loss, self.weight, self.ignore_index = teacher, loss, float(weight), ignore_index
+        if void not in ("drop", "ignore"):
+            raise ValueError(f"distill.void={void!r}: expected drop or ignore")
+        self.teacher, self.loss, self.weight, self.ignore_index, self.void = teacher, loss, float(weight), ignore_index, void
 
     def __call__(self, student: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, autocast) -> torch.Tensor:
         size = tuple(student.shape[-2:])
@@ -188,4 +198,6 @@ class Distillation:
         if tuple(labels.shape[-2:]) != size:
             labels = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
         valid = labels != self.ignore_index
+        if self.void == "ignore" and self.teacher.void_pixels is not None:
+            valid = valid & ~self.teacher.void_pixels  # where a teacher says "void", its class probabilities are no lesson
         return self.weight * self.loss(student.float(), teacher, valid)

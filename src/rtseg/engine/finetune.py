@@ -296,11 +296,11 @@ def build_teacher(dcfg: Mapping[str, Any], student_classes: ClassInfo, student_n
             groups = teacher_class_groups(student_classes.names, card.class_info.names, dcfg.get("class_map"))
         except ValueError as exc:
             raise ConfigError(f"{key}={spec!r}: {exc}") from None
-        nets.append(TeacherNet(model, card.normalization, groups, card.input_scale, spec))
+        nets.append(TeacherNet(model, card.normalization, groups, card.input_scale, spec, tuple(card.void_outputs)))
     temperature = float(dcfg.get("temperature", 1.0))
     teacher = Teacher(nets, student_normalization, temperature).to(device, channels_last)
     return Distillation(teacher, build_distill_loss(dcfg.get("loss", "kl"), temperature), float(dcfg.get("weight", 1.0)),
-                        student_classes.ignore_index)
+                        student_classes.ignore_index, dcfg.get("void", "drop"))
 
 
 def describe_teacher(dcfg: Mapping[str, Any]) -> str | None:
@@ -321,7 +321,8 @@ def describe_teacher(dcfg: Mapping[str, Any]) -> str | None:
             named.append(f"{shown} (sha256 {digest})")
         except (UserError, OSError):
             named.append(spec)
-    return f"{dcfg.get('loss', 'kl')} T={dcfg.get('temperature', 1.0)} weight={dcfg.get('weight', 1.0)} from " + " + ".join(named)
+    void = ", void pixels ignored" if dcfg.get("void", "drop") == "ignore" else ""
+    return f"{dcfg.get('loss', 'kl')} T={dcfg.get('temperature', 1.0)} weight={dcfg.get('weight', 1.0)}{void} from " + " + ".join(named)
 
 
 # -- checks before any work ----------------------------------------------------------------------
