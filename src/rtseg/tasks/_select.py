@@ -15,7 +15,6 @@ import hashlib
 import json
 import statistics
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -267,7 +266,6 @@ def select(budget_ms: float, *, size: tuple[int, int] | None = None, threads: in
     cands, skipped = candidates(dataset, networks)
     if not cands:
         raise OptionError(f"no trained {dataset} networks are here to choose from" + (f" ({'; '.join(f'{k}: {v}' for k, v in skipped.items())})" if skipped else ""))
-    sizes = {c.model: size for c in cands}
     if size is None:
         from rtseg.pretrained import get_pretrained
 
@@ -275,7 +273,6 @@ def select(budget_ms: float, *, size: tuple[int, int] | None = None, threads: in
         if len(known) != 1:
             raise OptionError(f"the networks were evaluated at different sizes ({sorted(known)}): give --size HxW")
         size = known.pop()
-        sizes = {c.model: size for c in cands}
     why = available_paths(calibration=cal_files is not None)
     wanted = list(paths) if paths else list(PATHS)
     usable = [p for p in wanted if why[p] is None]
