@@ -4,7 +4,7 @@ interleaved rounds.
 
     python benchmarks/levers.py benchmarks/results-levers-xeon-amx.json
 """
-import statistics, sys, time, json, numpy as np, torch, warnings, tempfile
+import statistics, sys, json, numpy as np, torch, warnings, tempfile
 from pathlib import Path
 import rtseg
 from rtseg.efficiency import time_calls
@@ -32,7 +32,6 @@ for name in ["fplnet", "liteseg-mobilenetv2"]:
         a = optimize(m, (360, 480), channels_last=False, compile=True, compile_mode="max-autotune")
         calls["torch compile default"] = lambda: d(xt)
         calls["torch compile max-autotune"] = lambda: a(xt)
-        t0 = time.perf_counter()
         times = time_calls(calls, 2, 15, rotate=True)
     out[name] = {k: round(statistics.median(v), 2) for k, v in times.items()}
     print(name, json.dumps(out[name], indent=1), flush=True)

@@ -166,7 +166,7 @@ class Teacher:
             if tuple(logits.shape[-2:]) != tuple(size):
                 logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
             if net.void:
-                top_is_void = logits.argmax(1) >= min(net.void)
+                top_is_void = torch.isin(logits.argmax(1), torch.tensor(net.void, device=logits.device))
                 void = top_is_void if void is None else void | top_is_void
             mapped = self._mapped(logits, net.groups)
             total = mapped if total is None else total + mapped
