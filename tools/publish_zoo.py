@@ -123,6 +123,7 @@ def record_deployment(results: Path, index_path: Path = ZOO_DIR / "index.json", 
     (``results``: its JSON list), into the index entries of those files (``deployment``), where ``rtseg select`` reads it.
 
         python tools/publish_zoo.py --record-deployment benchmarks/results-zoo-camvid.json
+        python tools/publish_zoo.py --record-deployment benchmarks/results-zoo-camvid-v2.json --tag camvid-v2
     """
     from rtseg.deploy.paths import RECORDED_NAMES
 
@@ -142,7 +143,14 @@ def record_deployment(results: Path, index_path: Path = ZOO_DIR / "index.json", 
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--record-deployment":
-        record_deployment(Path(sys.argv[2]))
+    if len(sys.argv) > 1 and sys.argv[1] == "--record-deployment":
+        recorder = argparse.ArgumentParser(prog="publish_zoo.py --record-deployment",
+                                           description="copy precision_camvid.py's accuracy records into the zoo index")
+        recorder.add_argument("results", type=Path, help="precision_camvid.py's JSON list")
+        recorder.add_argument("--tag", default="camvid", help="the weights tag the records are for (camvid, camvid-v2, ...)")
+        recorded = recorder.parse_args(sys.argv[2:])
+        if not recorded.results.is_file():
+            recorder.error(f"{recorded.results}: no such file (write it with benchmarks/precision_camvid.py --json)")
+        record_deployment(recorded.results, tag=recorded.tag)
         raise SystemExit(0)
     raise SystemExit(main())
