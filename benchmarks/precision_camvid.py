@@ -103,6 +103,7 @@ def build_paths(model, size, names, calibration: Path, count: int, threads: int,
 def measure(args) -> dict:
     from torch.utils.data import Subset
 
+    from rtseg.cpu import cpu_info
     from rtseg.config import DEFAULTS
     from rtseg.data.datasets import build_dataset, dataset_classes
     from rtseg.data.normalization import get_normalization
@@ -169,7 +170,7 @@ def measure(args) -> dict:
            "weights": str(args.model) if is_checkpoint else (args.weights or "random"),
            "options": options, "normalization": norm.to_dict(),
            "data": args.data, "split": args.split, "images": len(dataset), "size": list(size), "network_input": list(net_size), "threads": args.threads,
-           "torch": torch.__version__, "miou_fp32": miou["fp32"], "paths": {}}
+           "torch": torch.__version__, "cpu": cpu_info().describe(), "miou_fp32": miou["fp32"], "paths": {}}
     for k in runners:
         if k == "fp32":
             continue
