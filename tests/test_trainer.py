@@ -136,7 +136,10 @@ def test_training_batches_are_the_same_with_and_without_worker_processes(tmp_pat
         batches[workers] = list(t._loader(t.train_set, True, 1))
     assert len(batches[0]) == len(batches[2]) == 2
     for (x0, y0), (x2, y2) in zip(batches[0], batches[2]):
-        assert torch.equal(x0, x2) and torch.equal(y0, y2)
+        # the same random draws in both; the image arithmetic may round differently in a worker process, whose torch
+        # runs one thread (seen once in a full-suite run), while a different draw moves pixels by far more than 1e-4
+        assert torch.equal(y0, y2)
+        assert torch.allclose(x0, x2, rtol=0, atol=1e-4), f"images differ by up to {(x0 - x2).abs().max():.3g}"
     t = Trainer(load_config("demo", base), tmp_path / "again", progress=False)
     other_epoch = list(t._loader(t.train_set, True, 2))
     assert not torch.equal(other_epoch[0][0], batches[0][0][0])
