@@ -12,6 +12,16 @@ SHARED = Path(os.environ.get("RTSEG_SHARED", ROOT.parent / "shared"))
 torch.set_num_threads(1)
 
 
+def load_script(path: Path):
+    """A repository script (tools/, benchmarks/) imported as a module by its path: they are not a package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def shared_path(*parts: str) -> Path:
     """A path under ../shared, or skip the test with the reason when it is absent."""
     path = SHARED.joinpath(*parts)

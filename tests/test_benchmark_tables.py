@@ -1,18 +1,15 @@
 """The tables of benchmarks/deploy_table.py: which models meet the 1.5x goal, and the rates quoted for those that miss it."""
-import importlib.util
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "deploy_table.py"
 
 
 @pytest.fixture(scope="module")
 def deploy_table():
-    spec = importlib.util.spec_from_file_location("deploy_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def record(model, eager, optimized, cl, compiled, ort, macs=10e9):
@@ -61,10 +58,7 @@ def test_best_deployed_path_counts_only_paths_whose_accuracy_passes(deploy_table
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT.parent / f"{name}.py")
 
 
 def test_zoo_table_replaces_only_the_text_between_its_markers():

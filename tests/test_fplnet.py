@@ -1,11 +1,11 @@
 """FPLNet against its paper: Table I formulas, the parameter counts of Tables IV and VI-X, Table II's layer
 shapes, the behaviour of the FPL module, FIR unit and options, and the training recipe."""
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
+from conftest import load_script
 
 import rtseg
 from rtseg.config import load_config
@@ -171,9 +171,7 @@ class TestBlocks:
         # Why pff="adjacent" (docs/fidelity.md, FPLNet item 5): gridding is a sampling pattern. Adding the
         # stage-1 output to a branch ("local") reads no position the branch does not already read; adding the
         # neighbouring branch does, and the stage-1 3x3 is what makes the pair (2, 4) nearly gap-free.
-        spec = importlib.util.spec_from_file_location("fplnet_pff_support", TOOLS / "fplnet_pff_support.py")
-        tool = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(tool)
+        tool = load_script(TOOLS / "fplnet_pff_support.py")
         torch.manual_seed(0)
         none, local, adjacent = (tool.coverage(pff, channels=8) for pff in ("none", "local", "adjacent"))
         assert local == none

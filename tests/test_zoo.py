@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, load_script
 from rtseg import create_model, list_models
 from rtseg.card import card_of
 from rtseg.data.labels import CAMVID
@@ -124,15 +124,6 @@ def test_readme_model_table_quotes_every_published_card():
         assert quoted[entry.model] == round(metric.miou, 3), f"README quotes {entry.model} at {quoted[entry.model]}"
 
 
-def _publish_tool():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("publish_zoo", ROOT / "tools" / "publish_zoo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_record_deployment_writes_only_the_named_rounds_entries(tmp_path):
     index = tmp_path / "index.json"
     index.write_text(json.dumps({"fplnet": {"tag": "camvid"}, "fplnet@camvid-v2": {"tag": "camvid-v2"}}))
@@ -141,7 +132,7 @@ def test_record_deployment_writes_only_the_named_rounds_entries(tmp_path):
                                                                       "torch-bf16": {"miou_change": 0.0042, "goal": 0.002, "pass": False}}}
     results = tmp_path / "results.json"
     results.write_text(json.dumps([{**record, "weights": "camvid-v2"}, {**record, "weights": "camvid", "miou_fp32": 0.6625}]))
-    written = _publish_tool().record_deployment(results, index_path=index, tag="camvid-v2")
+    written = load_script(ROOT / "tools" / "publish_zoo.py").record_deployment(results, index_path=index, tag="camvid-v2")
     assert "deployment" not in written["fplnet"]  # the first round's records stay as they were
     v2 = written["fplnet@camvid-v2"]["deployment"]
     assert v2["openvino-int8"]["pass"] is True and v2["torch-bf16"]["pass"] is False
