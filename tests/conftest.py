@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,14 +37,33 @@ def _seed():
 
 
 # OpenVINO starts its runtime threads when it loads; a fork() after that (the trainer's DataLoader worker
-# processes) crashed the whole pytest process with SIGSEGV (torch 2.13, openvino 2026.4). The modules that
-# load OpenVINO therefore run after every other test (the order is otherwise kept).
-_LOADS_OPENVINO = {"test_openvino.py", "test_benchmark_tables.py"}
+# processes) crashed the whole pytest process with SIGSEGV (torch 2.13, openvino 2026.4), and so, once, did the
+# trainer's worker test after test_select had compiled and timed IRs in-process (CI, exit -11; workers were spawned
+# by then, so the cause is not the fork alone). The modules that load OpenVINO therefore run after every other test
+# (the order is otherwise kept), and a test outside them that leaves OpenVINO loaded is an error naming its module.
+_LOADS_OPENVINO = {"test_openvino.py", "test_benchmark_tables.py", "test_select.py"}
+
+
+def _runs_late(item) -> bool:
+    return item.path.name in _LOADS_OPENVINO and "_script_" not in item.name  # scripts run in a subprocess: early
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item.openvino_loaded_before = "openvino" in sys.modules
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield  # fixtures (monkeypatch's stand-in module included) are torn down by now
+    if not getattr(item, "openvino_loaded_before", True) and "openvino" in sys.modules and not _runs_late(item):
+        raise RuntimeError(f"{item.nodeid} left OpenVINO loaded in the pytest process, before tests that fork or spawn "
+                           f"workers: add {item.path.name} to _LOADS_OPENVINO in tests/conftest.py")
 
 
 def pytest_collection_modifyitems(config, items):
     """Modules that load OpenVINO run last; tests marked ``gpu`` need CUDA: skipped, with the reason, where there is none."""
-    items.sort(key=lambda item: item.path.name in _LOADS_OPENVINO and "_script_" not in item.name)  # scripts run in a subprocess: before
+    items.sort(key=_runs_late)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (marker gpu); benchmarks/gpu/run.sh runs these on a GPU machine")
