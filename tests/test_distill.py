@@ -175,3 +175,64 @@ def test_void_ignore_leaves_out_the_pixels_a_teacher_calls_void():
     assert student.grad[0, :, :, 2:].abs().max() == 0 and student.grad[0, :, :, :2].abs().max() > 0
     with pytest.raises(ValueError, match="distill.void"):
         Distillation(teacher, PixelKLDivergence(1.0), 1.0, 255, void="mask")
+
+
+def test_teacher_ensemble_scores_are_the_networks_own_predictions_summed(tmp_path, monkeypatch):
+    """benchmarks/teacher_ensembles.py scores each teacher and ensemble as the trainer's teacher sees them; here
+    against the networks run directly on the same images in their own normalisation."""
+    import json
+    import sys
+
+    import torch.nn.functional as F
+    from conftest import ROOT, load_script, shared_path
+
+    from rtseg.data.datasets import build_dataset
+    from rtseg.data.transformed import TransformedDataset
+    from rtseg.data.transforms import EvalTransform
+    from rtseg.metrics import ConfusionMatrix
+
+    root = shared_path("data", "camvid")
+    script = load_script(ROOT / "benchmarks" / "teacher_ensembles.py")
+    out = tmp_path / "ensembles.json"
+    monkeypatch.setattr(sys, "argv", ["teacher_ensembles.py", "--root", str(root), "--teacher", "e=espnet@camvid",
+                                      "--teacher", "s=essnet-b-dg2@camvid", "--max-members", "2", "--limit", "2",
+                                      "--threads", "1", "--json", str(out)])
+    assert script.main() == 0
+    rows = {tuple(r["members"]): r["miou"] for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {("e",), ("s",), ("e", "s")}
+
+    dcfg = load_config("camvid-fplnet", [f"data.root={root}"])["data"]
+    logits, labels = {}, []
+    for key, name in (("e", "espnet"), ("s", "essnet-b-dg2")):
+        model = create_model(name, weights="camvid").eval()
+        data = TransformedDataset(build_dataset(dcfg, "val"), EvalTransform(dcfg, model.rtseg_card.normalization), seed=0)
+        logits[key] = []
+        for i in range(2):
+            x, y = data[i]
+            with torch.no_grad():
+                z = model(x[None])
+            logits[key].append(F.interpolate(z, size=tuple(y.shape), mode="bilinear", align_corners=False))
+            if key == "e":
+                labels.append(y)
+
+    def miou(keys):
+        conf = ConfusionMatrix(11, 255)
+        for i, y in enumerate(labels):
+            conf.update(sum(logits[k][i] for k in keys), y[None])
+        return conf.mean_iou()
+
+    for keys, value in rows.items():
+        assert value == pytest.approx(miou(keys), abs=2e-3), keys
+    assert rows[("e", "s")] != pytest.approx(rows[("e",)], abs=1e-6)  # the pair is scored from both networks
+
+
+def test_teacher_ensembles_script_names_a_bad_teacher_argument(capsys, monkeypatch):
+    import sys
+
+    from conftest import ROOT, load_script
+
+    script = load_script(ROOT / "benchmarks" / "teacher_ensembles.py")
+    monkeypatch.setattr(sys, "argv", ["teacher_ensembles.py", "--root", "x", "--teacher", "espnet@camvid"])
+    with pytest.raises(SystemExit) as exc:
+        script.main()
+    assert exc.value.code == 2 and "expected LABEL=MODEL@WEIGHTS" in capsys.readouterr().err
