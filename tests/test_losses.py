@@ -93,6 +93,26 @@ def test_lovasz_softmax_matches_definition():
     assert got == pytest.approx(np.mean(per_class), rel=1e-5)
 
 
+def test_lovasz_softmax_all_classes_weighted_matches_definition_on_a_batch():
+    """Every class of a two-image batch, one of them absent (its loss is then its largest probability, as
+    the definition gives for an empty foreground), as a class-weighted mean; the gradient reaches the logits."""
+    rng = np.random.default_rng(5)
+    logits = torch.tensor(rng.normal(size=(2, 4, 3, 5)), dtype=torch.float32, requires_grad=True)
+    labels = torch.tensor(rng.integers(0, 3, size=(2, 3, 5)))  # class 3 never occurs
+    labels[0, 0, :2] = IGNORE
+    w = np.array([1.0, 2.0, 0.5, 3.0])
+    p = torch.softmax(logits, 1).detach().permute(0, 2, 3, 1).reshape(-1, 4).numpy()
+    y = labels.reshape(-1).numpy()
+    p, y = p[y != IGNORE], y[y != IGNORE]
+    per_class = np.array([_lovasz_class(np.abs((y == c).astype(float) - p[:, c]), y == c) for c in range(4)])
+    loss = LovaszSoftmaxLoss(weight=torch.tensor(w, dtype=torch.float32), ignore_index=IGNORE, classes="all")(logits, labels)
+    assert loss.item() == pytest.approx((w * per_class).sum() / w.sum(), rel=1e-5)
+    present = LovaszSoftmaxLoss(ignore_index=IGNORE)(logits, labels)
+    assert present.item() == pytest.approx(per_class[:3].mean(), rel=1e-5)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and (logits.grad[:, :, 1:] != 0).all()
+
+
 def test_lovasz_perfect_prediction_is_zero():
     logits = torch.tensor([[[[30.0, -30.0]], [[-30.0, 30.0]]]])
     assert LovaszSoftmaxLoss()(logits, torch.tensor([[[0, 1]]])).item() == pytest.approx(0.0, abs=1e-6)
