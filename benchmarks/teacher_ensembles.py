@@ -30,6 +30,7 @@ from rtseg.data.transformed import TransformedDataset  # noqa: E402
 from rtseg.data.transforms import EvalTransform  # noqa: E402
 from rtseg.cpu import cpu_info  # noqa: E402
 from rtseg.engine.finetune import build_teacher  # noqa: E402
+from rtseg.errors import UserError  # noqa: E402
 from rtseg.metrics import ConfusionMatrix  # noqa: E402
 from rtseg.registry import get_entry  # noqa: E402
 
@@ -41,10 +42,9 @@ def parse_teacher(text: str) -> tuple[str, str]:
     return name, spec
 
 
-def teacher_logits(spec: str, data, classes, normalization, flip: bool) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+def teacher_logits(teacher, data, flip: bool) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
     """Per val image, the teacher's mapped logits at label size, and with ``flip`` the same plus those of the mirrored
     image mirrored back (stored in fp16: the scores are arg-maxes of sums)."""
-    teacher = build_teacher({"teacher": [spec]}, classes, normalization, torch.device("cpu")).teacher
     plain, flipped = [], [] if flip else None
     for i in range(len(data)):
         image, label = data[i]
@@ -79,19 +79,27 @@ def main() -> int:
         p.error(f"--max-members {args.max_members}: expected 1 or more")
     if args.limit is not None and args.limit < 1:
         p.error(f"--limit {args.limit}: expected 1 or more images")
+    labels_given = [n for n, _ in args.teacher]
+    if len(set(labels_given)) != len(labels_given):
+        p.error(f"--teacher: each needs its own LABEL (given {', '.join(labels_given)})")
     torch.set_num_threads(args.threads)
 
-    dcfg = load_config("camvid-fplnet", [f"data.root={args.root}"])["data"]
-    classes = dataset_classes(dcfg)
-    normalization = get_normalization(get_entry(args.student).normalization)
-    data = TransformedDataset(build_dataset(dcfg, "val"), EvalTransform(dcfg, normalization), seed=0)
+    try:  # every teacher and the data are checked before the first image is scored
+        dcfg = load_config("camvid-fplnet", [f"data.root={args.root}"])["data"]
+        classes = dataset_classes(dcfg)
+        normalization = get_normalization(get_entry(args.student).normalization)
+        data = TransformedDataset(build_dataset(dcfg, "val"), EvalTransform(dcfg, normalization), seed=0)
+        teachers = {name: build_teacher({"teacher": [spec]}, classes, normalization, torch.device("cpu")).teacher
+                    for name, spec in args.teacher}
+    except UserError as exc:
+        p.error(str(exc))
     if args.limit is not None:
         data = torch.utils.data.Subset(data, range(min(args.limit, len(data))))
     labels = [data[i][1] for i in range(len(data))]
     t0 = time.perf_counter()
     plain, flipped = {}, {}
     for name, spec in args.teacher:
-        plain[name], flipped[name] = teacher_logits(spec, data, classes, normalization, flip=args.flip)
+        plain[name], flipped[name] = teacher_logits(teachers[name], data, flip=args.flip)
         print(f"{name}: {spec} ({time.perf_counter() - t0:.0f} s)", flush=True)
     rows = []
     names = [n for n, _ in args.teacher]

@@ -229,10 +229,16 @@ def test_teacher_ensemble_scores_are_the_networks_own_predictions_summed(tmp_pat
 def test_teacher_ensembles_script_names_a_bad_teacher_argument(capsys, monkeypatch):
     import sys
 
-    from conftest import ROOT, load_script
+    from conftest import ROOT, load_script, shared_path
 
     script = load_script(ROOT / "benchmarks" / "teacher_ensembles.py")
-    monkeypatch.setattr(sys, "argv", ["teacher_ensembles.py", "--root", "x", "--teacher", "espnet@camvid"])
-    with pytest.raises(SystemExit) as exc:
-        script.main()
-    assert exc.value.code == 2 and "expected LABEL=MODEL@WEIGHTS" in capsys.readouterr().err
+    root = shared_path("data", "camvid")
+    for argv, expected in [(["--root", "x", "--teacher", "espnet@camvid"], "expected LABEL=MODEL@WEIGHTS"),
+                           (["--root", "x", "--teacher", "a=espnet@camvid", "--teacher", "a=fplnet@camvid"], "its own LABEL"),
+                           (["--root", str(root), "--teacher", "a=espnet"], "a teacher needs trained weights"),
+                           (["--root", str(root), "--teacher", "a=nonet@camvid"], "nonet")]:
+        monkeypatch.setattr(sys, "argv", ["teacher_ensembles.py", *argv])
+        with pytest.raises(SystemExit) as exc:
+            script.main()
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and expected in err and "Traceback" not in err, (argv, err)
