@@ -242,3 +242,22 @@ def test_teacher_ensembles_script_names_a_bad_teacher_argument(capsys, monkeypat
             script.main()
         err = capsys.readouterr().err
         assert exc.value.code == 2 and expected in err and "Traceback" not in err, (argv, err)
+
+
+def test_resume_takes_the_same_teacher_by_another_name_and_refuses_another_teacher(tmp_path, teacher_file, capsys):
+    """A run started with the teacher's file resumes with MODEL@FILE (or a tag) naming the same weights, as when a
+    run started with a tag on a machine with network goes on where only the file is; other weights are refused."""
+    from rtseg.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "demo", *TINY, f"distill.teacher={teacher_file}", "--quiet", "--out", str(out)]) == 0
+    before, epoch = (out / "last.pt").read_bytes(), load_checkpoint(out / "last.pt")["epoch"]
+    other = tmp_path / "other.safetensors"
+    model = create_model("espnet-c", num_classes=19, q=2)
+    save_weights(other, model, model.rtseg_card.replace(classes=CITYSCAPES))
+    code = main(["train", "demo", *TINY, f"distill.teacher=espnet-c@{other}", "--quiet", "--out", str(out), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "distill.teacher: the run has" in err and (out / "last.pt").read_bytes() == before, err
+    assert main(["train", "demo", *TINY, "train.epochs=2", f"distill.teacher=espnet-c@{teacher_file}", "--quiet", "--out", str(out),
+                 "--resume"]) == 0
+    assert load_checkpoint(out / "last.pt")["epoch"] == epoch + 1  # it went on for the one more epoch asked

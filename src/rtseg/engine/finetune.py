@@ -303,26 +303,41 @@ def build_teacher(dcfg: Mapping[str, Any], student_classes: ClassInfo, student_n
                         student_classes.ignore_index, dcfg.get("void", "drop"))
 
 
-def describe_teacher(dcfg: Mapping[str, Any]) -> str | None:
-    """How records name a run's teacher(s): each spec with its weights' SHA-256 where a file or tag names them."""
+def _teacher_identity(spec: str) -> tuple[str, str | None]:
+    """How a teacher is named in records (a registered file by its tag) and the SHA-256 of its weights, or None where
+    they cannot be found."""
     from rtseg.hub import sha256_of
     from rtseg.pretrained import locate_weights
 
+    name, sep, weights = spec.partition("@")
+    try:
+        path, entry = locate_weights(name, weights, progress=False) if sep and not Path(spec).is_file() else (Path(spec), None)
+        digest = entry.sha256 if entry else sha256_of(path)
+        return (f"{entry.model}@{entry.tag}" if entry is not None else spec), digest
+    except (UserError, OSError):
+        return spec, None
+
+
+def describe_teacher(dcfg: Mapping[str, Any]) -> str | None:
+    """How records name a run's teacher(s): each spec with its weights' SHA-256 where a file or tag names them."""
     specs = teacher_specs(dcfg)
     if not specs:
         return None
-    named = []
-    for spec in specs:
-        name, sep, weights = spec.partition("@")
-        try:
-            path, entry = locate_weights(name, weights, progress=False) if sep and not Path(spec).is_file() else (Path(spec), None)
-            digest = entry.sha256 if entry else sha256_of(path)
-            shown = f"{entry.model}@{entry.tag}" if entry is not None else spec  # a registered file is named by its tag
-            named.append(f"{shown} (sha256 {digest})")
-        except (UserError, OSError):
-            named.append(spec)
+    named = [shown if digest is None else f"{shown} (sha256 {digest})" for shown, digest in map(_teacher_identity, specs)]
     void = ", void pixels ignored" if dcfg.get("void", "drop") == "ignore" else ""
     return f"{dcfg.get('loss', 'kl')} T={dcfg.get('temperature', 1.0)} weight={dcfg.get('weight', 1.0)}{void} from " + " + ".join(named)
+
+
+def same_teachers(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
+    """Whether two ``distill`` sections name the same teachers in the same order: as written, or by their weights'
+    SHA-256 (a tag on one machine and the same file by its path on another)."""
+    sa, sb = teacher_specs(a), teacher_specs(b)
+    if sa == sb:
+        return True
+    if len(sa) != len(sb):
+        return False
+    da, db = ([_teacher_identity(s)[1] for s in specs] for specs in (sa, sb))
+    return None not in da and da == db
 
 
 # -- checks before any work ----------------------------------------------------------------------
@@ -364,7 +379,8 @@ def preflight(config: dict[str, Any]) -> None:
 
 def resume_conflicts(stored: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
     """What differs between a run's stored config and the one asked to resume it: the model, the classes, the start
-    weights or the teacher (any of these makes the checkpoint another run's)."""
+    weights or the teachers (any of these makes the checkpoint another run's; teachers are compared by their weights,
+    so a tag and the same file by its path agree)."""
     from rtseg.data.datasets import DatasetError, dataset_classes
 
     def classes(cfg):
@@ -381,7 +397,7 @@ def resume_conflicts(stored: Mapping[str, Any], config: Mapping[str, Any]) -> li
     a, b = classes(stored), classes(config)
     if a is not None and b is not None and a != b:
         out.append(f"classes: the run has {', '.join(a)}; now {', '.join(b)}")
-    a, b = (stored.get("distill") or {}).get("teacher"), (config.get("distill") or {}).get("teacher")
-    if a != b:
-        out.append(f"distill.teacher: the run has {a!r}, now {b!r}")
+    a, b = stored.get("distill") or {}, config.get("distill") or {}
+    if not same_teachers(a, b):
+        out.append(f"distill.teacher: the run has {a.get('teacher')!r}, now {b.get('teacher')!r}")
     return out
