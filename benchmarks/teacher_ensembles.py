@@ -42,12 +42,11 @@ def parse_teacher(text: str) -> tuple[str, str]:
     return name, spec
 
 
-def teacher_logits(teacher, data, flip: bool) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
-    """Per val image, the teacher's mapped logits at label size, and with ``flip`` the same plus those of the mirrored
-    image mirrored back (stored in fp16: the scores are arg-maxes of sums)."""
+def teacher_logits(teacher, samples, flip: bool) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    """Per val ``(image, label)`` sample, the teacher's mapped logits at label size, and with ``flip`` the same plus
+    those of the mirrored image mirrored back (stored in fp16: the scores are arg-maxes of sums)."""
     plain, flipped = [], [] if flip else None
-    for i in range(len(data)):
-        image, label = data[i]
+    for image, label in samples:
         size = tuple(label.shape)
         z = teacher(image[None], size, contextlib.nullcontext())
         plain.append(z[0].half())
@@ -95,11 +94,12 @@ def main() -> int:
         p.error(str(exc))
     if args.limit is not None:
         data = torch.utils.data.Subset(data, range(min(args.limit, len(data))))
-    labels = [data[i][1] for i in range(len(data))]
+    samples = [data[i] for i in range(len(data))]  # read and transformed once for every teacher
+    labels = [label for _, label in samples]
     t0 = time.perf_counter()
     plain, flipped = {}, {}
     for name, spec in args.teacher:
-        plain[name], flipped[name] = teacher_logits(teachers[name], data, flip=args.flip)
+        plain[name], flipped[name] = teacher_logits(teachers[name], samples, flip=args.flip)
         print(f"{name}: {spec} ({time.perf_counter() - t0:.0f} s)", flush=True)
     rows = []
     names = [n for n, _ in args.teacher]
