@@ -183,7 +183,7 @@ class LovaszSoftmaxLoss(nn.Module):
             return logits.sum() * 0.0
         fg = fg[kept]
         errors = (fg - log_p.exp().t()[kept]).abs()
-        # all classes in one sort along the pixel axis: 1.4x faster than a sort per class at 8x360x480 on 2 threads
+        # all classes in one sort along the pixel axis: 1.4x faster than a sort per class (8x11x360x480, 2 threads, Intel Xeon with AVX-512)
         errors_sorted, order = torch.sort(errors, dim=1, descending=True)
         losses = (errors_sorted * lovasz_grad(fg.gather(1, order))).sum(1)
         w = self.weight[kept] if self.weight is not None else torch.ones_like(losses)
