@@ -117,6 +117,13 @@ def test_teacher_runs_in_eval_mode_without_gradients_on_the_augmented_batch(tmp_
     assert "distilling from kl T=1.0 weight=1.0" in "\n".join(trainer.start_lines())
 
 
+def test_void_and_pixels_reach_the_run_and_its_records(tmp_path, teacher_file):
+    cfg = load_config("demo", TINY + [f"distill.teacher={teacher_file}", "distill.void=ignore", "distill.pixels=correct"])
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    assert (trainer.distill.void, trainer.distill.pixels) == ("ignore", "correct")
+    assert "weight=1.0, void pixels ignored, only where the teacher is right from" in "\n".join(trainer.start_lines())
+
+
 def test_distillation_with_aux_heads_ema_and_resume(tmp_path, teacher_file):
     over = TINY + [f"distill.teacher={teacher_file}", "model.aux_heads=[{stage: stage3}]", "train.ema=0.9", "train.epochs=2"]
     resumed_run_matches_uninterrupted(over, tmp_path)
@@ -175,6 +182,33 @@ def test_void_ignore_leaves_out_the_pixels_a_teacher_calls_void():
     assert student.grad[0, :, :, 2:].abs().max() == 0 and student.grad[0, :, :, :2].abs().max() > 0
     with pytest.raises(ValueError, match="distill.void"):
         Distillation(teacher, PixelKLDivergence(1.0), 1.0, 255, void="mask")
+
+
+def test_pixels_correct_leaves_out_the_pixels_where_the_teacher_is_wrong():
+    from rtseg.engine.distill import Distillation
+
+    class Left(torch.nn.Module):  # class 0 wins everywhere, confidently
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 2, *x.shape[-2:])
+            out[:, 0] = 5.0
+            return out
+
+    teacher = Teacher([TeacherNet(Left(), PRESETS["imagenet"], [[0], [1]])], PRESETS["imagenet"], temperature=1.0)
+    student = torch.zeros(1, 2, 4, 4, requires_grad=True)
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    labels[0, :, 2:] = 1  # right half: the teacher is wrong
+    labels[0, 0, 0] = 255  # and one unlabelled pixel stays out either way
+    off = torch.autocast("cpu", enabled=False)
+    every = Distillation(teacher, PixelKLDivergence(1.0), 1.0, 255)(student, torch.zeros(1, 3, 4, 4), labels, off)
+    correct = Distillation(teacher, PixelKLDivergence(1.0), 1.0, 255, pixels="correct")(student, torch.zeros(1, 3, 4, 4), labels, off)
+    # the same KL on every pixel (the teacher and the student are the same everywhere), so the means agree ...
+    assert float(correct) == pytest.approx(float(every), rel=1e-5) and float(correct) > 0
+    correct.backward()
+    # ... but only the 7 labelled pixels where the teacher is right get a gradient
+    reached = student.grad.abs().sum(1)[0] > 0
+    assert int(reached.sum()) == 7 and not reached[:, 2:].any() and not reached[0, 0]
+    with pytest.raises(ValueError, match="distill.pixels"):
+        Distillation(teacher, PixelKLDivergence(1.0), 1.0, 255, pixels="right")
 
 
 def test_teacher_ensemble_scores_are_the_networks_own_predictions_summed(tmp_path, monkeypatch):

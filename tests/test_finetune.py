@@ -182,6 +182,7 @@ def _error(capsys, argv):
     (["train.freeze=[decodr]"], r"train.freeze\[0\]='decodr' is neither a part of ESPNetC"),
     (["model.class_map={road: tarmac}"], "model.class_map maps the classes of model.weights"),
     (["distill.teacher=espnet"], "a teacher needs trained weights: MODEL@TAG"),
+    (["distill.pixels=right"], "distill.pixels.*labelled.*correct"),
 ])
 def test_start_errors_are_one_line_before_any_work(tmp_path, capsys, extra, expected):
     import re

@@ -115,8 +115,10 @@ DEFAULTS: dict[str, Any] = {
     # file with its card, or a list of them (an ensemble: mapped logits averaged); loss kl (pixel-wise, x T^2) or cwd
     # (channel-wise, Shu et al. 2021); weight multiplies the term added to the loss; class_map {student class: teacher
     # class or [classes]} where names differ; void: a teacher's void outputs are dropped before the softmax (drop), or
-    # the pixels where a teacher's most likely output is void are also left out of the term (ignore).
-    "distill": {"teacher": None, "loss": "kl", "temperature": 1.0, "weight": 1.0, "class_map": None, "void": "drop"},
+    # the pixels where a teacher's most likely output is void are also left out of the term (ignore); pixels: the term
+    # covers every labelled pixel (labelled) or only those where the teacher's most likely class is the label (correct).
+    "distill": {"teacher": None, "loss": "kl", "temperature": 1.0, "weight": 1.0, "class_map": None, "void": "drop",
+                "pixels": "labelled"},
     # Built-in loggers (rtseg.engine.loggers), each a training callback: csv (OUT/metrics.csv), tensorboard
     # (OUT/tensorboard, as train.tensorboard says), wandb and mlflow (optional extras: pip install 'rtseg[wandb]').
     "logging": {

@@ -306,6 +306,7 @@ SCHEMA: dict[str, Any] = {
         "weight": number(lo=0),
         "class_map": _class_map("student class: teacher class or [teacher classes]", lists=True),
         "void": choice("drop", "ignore"),
+        "pixels": choice("labelled", "correct"),
     },
     "logging": {
         "loggers": list_of(choice("csv", "tensorboard", "wandb", "mlflow"), "logger names (csv, tensorboard, wandb, mlflow)", non_empty=False),

@@ -15,7 +15,9 @@ resized to the student's output size and mapped onto the student's classes (void
 may merge several teacher classes into one student class, whose probability is their sum). Several teachers
 average their mapped logits (an ensemble). ``void="ignore"`` also leaves out of the term the pixels where a teacher's
 most likely output is one of its void outputs: the official ESPNet release answers "void" on poles and signs, and its
-remaining class probabilities there teach a student to miss them.
+remaining class probabilities there teach a student to miss them. ``pixels="correct"`` keeps the term only where the
+teacher's (ensemble's) most likely class is the label: where the teacher is wrong, the labels alone teach (every
+shipped CamVid teacher is wrong on most pole pixels).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ __all__ = ["DISTILL_LOSSES", "PixelKLDivergence", "ChannelWiseDivergence", "reno
 
 DistillLoss = Literal["kl", "cwd"]
 DISTILL_LOSSES: tuple[str, ...] = ("kl", "cwd")
+DistillPixels = Literal["labelled", "correct"]
 
 
 class PixelKLDivergence(nn.Module):
@@ -184,12 +187,16 @@ class Teacher:
 class Distillation:
     """``weight * loss(student logits, teacher logits)`` over the labelled pixels of a batch."""
 
-    def __init__(self, teacher: Teacher, loss: nn.Module, weight: float, ignore_index: int, void: str = "drop"):
+    def __init__(self, teacher: Teacher, loss: nn.Module, weight: float, ignore_index: int, void: str = "drop",
+                 pixels: DistillPixels = "labelled"):
         if not math.isfinite(weight) or weight < 0:
             raise ValueError(f"distill.weight={weight!r}: expected a finite number >= 0")
         if void not in ("drop", "ignore"):
             raise ValueError(f"distill.void={void!r}: expected drop or ignore")
+        if pixels not in ("labelled", "correct"):
+            raise ValueError(f"distill.pixels={pixels!r}: expected labelled or correct")
         self.teacher, self.loss, self.weight, self.ignore_index, self.void = teacher, loss, float(weight), ignore_index, void
+        self.pixels = pixels
 
     def __call__(self, student: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, autocast) -> torch.Tensor:
         size = tuple(student.shape[-2:])
@@ -200,4 +207,6 @@ class Distillation:
         valid = labels != self.ignore_index
         if self.void == "ignore" and self.teacher.void_pixels is not None:
             valid = valid & ~self.teacher.void_pixels  # where a teacher says "void", its class probabilities are no lesson
+        if self.pixels == "correct":
+            valid = valid & (teacher.argmax(1) == labels)  # a teacher's mistakes would be taught as well as its knowledge
         return self.weight * self.loss(student.float(), teacher, valid)

@@ -300,7 +300,7 @@ def build_teacher(dcfg: Mapping[str, Any], student_classes: ClassInfo, student_n
     temperature = float(dcfg.get("temperature", 1.0))
     teacher = Teacher(nets, student_normalization, temperature).to(device, channels_last)
     return Distillation(teacher, build_distill_loss(dcfg.get("loss", "kl"), temperature), float(dcfg.get("weight", 1.0)),
-                        student_classes.ignore_index, dcfg.get("void", "drop"))
+                        student_classes.ignore_index, dcfg.get("void", "drop"), dcfg.get("pixels", "labelled"))
 
 
 def _teacher_identity(spec: str) -> tuple[str, str | None]:
@@ -325,6 +325,8 @@ def describe_teacher(dcfg: Mapping[str, Any]) -> str | None:
         return None
     named = [shown if digest is None else f"{shown} (sha256 {digest})" for shown, digest in map(_teacher_identity, specs)]
     void = ", void pixels ignored" if dcfg.get("void", "drop") == "ignore" else ""
+    if dcfg.get("pixels", "labelled") == "correct":
+        void += ", only where the teacher is right"
     return f"{dcfg.get('loss', 'kl')} T={dcfg.get('temperature', 1.0)} weight={dcfg.get('weight', 1.0)}{void} from " + " + ".join(named)
 
 
