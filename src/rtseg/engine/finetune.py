@@ -324,10 +324,10 @@ def describe_teacher(dcfg: Mapping[str, Any]) -> str | None:
     if not specs:
         return None
     named = [shown if digest is None else f"{shown} (sha256 {digest})" for shown, digest in map(_teacher_identity, specs)]
-    void = ", void pixels ignored" if dcfg.get("void", "drop") == "ignore" else ""
+    where = ", void pixels ignored" if dcfg.get("void", "drop") == "ignore" else ""
     if dcfg.get("pixels", "labelled") == "correct":
-        void += ", only where the teacher is right"
-    return f"{dcfg.get('loss', 'kl')} T={dcfg.get('temperature', 1.0)} weight={dcfg.get('weight', 1.0)}{void} from " + " + ".join(named)
+        where += ", only where the teacher is right"
+    return f"{dcfg.get('loss', 'kl')} T={dcfg.get('temperature', 1.0)} weight={dcfg.get('weight', 1.0)}{where} from " + " + ".join(named)
 
 
 def same_teachers(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
