@@ -292,6 +292,14 @@ def test_resume_takes_the_same_teacher_by_another_name_and_refuses_another_teach
     code = main(["train", "demo", *TINY, f"distill.teacher=espnet-c@{other}", "--quiet", "--out", str(out), "--resume"])
     err = capsys.readouterr().err
     assert code == 2 and "distill.teacher: the run has" in err and (out / "last.pt").read_bytes() == before, err
-    assert main(["train", "demo", *TINY, "train.epochs=2", f"distill.teacher=espnet-c@{teacher_file}", "--quiet", "--out", str(out),
-                 "--resume"]) == 0
+    # the same teacher with another objective is another run too
+    for extra, expected in (("distill.weight=0.5", "distill.weight: the run has 1.0, now 0.5"),
+                            ("distill.pixels=correct", "distill.pixels: the run has 'labelled', now 'correct'"),
+                            ("distill.void=ignore", "distill.void: the run has 'drop', now 'ignore'")):
+        code = main(["train", "demo", *TINY, f"distill.teacher={teacher_file}", extra, "--quiet", "--out", str(out), "--resume"])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err and (out / "last.pt").read_bytes() == before, (extra, err)
+    # an integer temperature is the default 1.0 written another way
+    assert main(["train", "demo", *TINY, "train.epochs=2", f"distill.teacher=espnet-c@{teacher_file}", "distill.temperature=1",
+                 "--quiet", "--out", str(out), "--resume"]) == 0
     assert load_checkpoint(out / "last.pt")["epoch"] == epoch + 1  # it went on for the one more epoch asked

@@ -402,4 +402,20 @@ def resume_conflicts(stored: Mapping[str, Any], config: Mapping[str, Any]) -> li
     a, b = stored.get("distill") or {}, config.get("distill") or {}
     if not same_teachers(a, b):
         out.append(f"distill.teacher: the run has {a.get('teacher')!r}, now {b.get('teacher')!r}")
+    elif teacher_specs(a):
+        # the same teachers with another loss, weight or pixel selection would train a different objective from epoch k on
+        for key, default in _DISTILL_DEFAULTS.items():
+            x, y = a.get(key, default), b.get(key, default)
+            if _setting(x) != _setting(y):
+                out.append(f"distill.{key}: the run has {x!r}, now {y!r}")
     return out
+
+
+_DISTILL_DEFAULTS = {"loss": "kl", "temperature": 1.0, "weight": 1.0, "void": "drop", "pixels": "labelled", "class_map": None}
+
+
+def _setting(value: Any) -> Any:
+    """A distill setting as compared on resume: 1 and 1.0 (YAML writes both) are the same temperature."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return value
