@@ -41,6 +41,9 @@ def test_published_weights_load_and_match_their_card(entry):
     assert card.training.wall_time_s and card.training.hardware and card.training.recipe.startswith(f"camvid-{entry.model}")
     # the first round from scratch; a later one says what it continued from, and both that nothing came from ImageNet
     assert ("from scratch" in card.notes) if entry.tag == "camvid" else ("continued from" in card.notes and "no ImageNet" in card.notes)
+    # weights averaged during training say so (a user fine-tuning them should know they are not one step's)
+    ema = ((card.training.config or {}).get("train") or {}).get("ema")
+    assert ("exponential moving average" in card.notes) == (ema is not None), card.notes
     (metric,) = card.metrics
     assert metric.dataset == "camvid" and metric.split == "val" and metric.images == 101
     assert set(metric.per_class_iou) == set(CAMVID.names)

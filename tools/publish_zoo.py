@@ -36,6 +36,9 @@ def run_notes(card) -> str:
         parts.append(f"continued from {t.start_weights} (itself trained from scratch by rtseg)")
     if t.teacher:
         parts.append(f"distilled from {t.teacher}")
+    decay = ((t.config or {}).get("train") or {}).get("ema")
+    if decay is not None:
+        parts.append(f"the shipped weights are an exponential moving average of the trained ones (train.ema {decay})")
     return "; ".join(parts)
 
 
