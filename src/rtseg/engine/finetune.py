@@ -16,7 +16,7 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from rtseg.card import ModelCard
-from rtseg.config_defaults import ConfigError
+from rtseg.config_defaults import DEFAULTS, ConfigError
 from rtseg.data.labels import ClassInfo
 from rtseg.errors import UserError
 
@@ -404,14 +404,13 @@ def resume_conflicts(stored: Mapping[str, Any], config: Mapping[str, Any]) -> li
         out.append(f"distill.teacher: the run has {a.get('teacher')!r}, now {b.get('teacher')!r}")
     elif teacher_specs(a):
         # the same teachers with another loss, weight or pixel selection would train a different objective from epoch k on
-        for key, default in _DISTILL_DEFAULTS.items():
+        for key, default in DEFAULTS["distill"].items():
+            if key == "teacher":
+                continue
             x, y = a.get(key, default), b.get(key, default)
             if _setting(x) != _setting(y):
                 out.append(f"distill.{key}: the run has {x!r}, now {y!r}")
     return out
-
-
-_DISTILL_DEFAULTS = {"loss": "kl", "temperature": 1.0, "weight": 1.0, "void": "drop", "pixels": "labelled", "class_map": None}
 
 
 def _setting(value: Any) -> Any:
