@@ -288,19 +288,26 @@ def build_teacher(dcfg: Mapping[str, Any], student_classes: ClassInfo, student_n
     specs = teacher_specs(dcfg)
     if not specs:
         return None
+    dcfg = _distill_settings(dcfg)
     nets = []
     for i, spec in enumerate(specs):
         key = "distill.teacher" + (f"[{i}]" if len(specs) > 1 else "")
         model, card, _ = _load_teacher(spec, key)
         try:
-            groups = teacher_class_groups(student_classes.names, card.class_info.names, dcfg.get("class_map"))
+            groups = teacher_class_groups(student_classes.names, card.class_info.names, dcfg["class_map"])
         except ValueError as exc:
             raise ConfigError(f"{key}={spec!r}: {exc}") from None
         nets.append(TeacherNet(model, card.normalization, groups, card.input_scale, spec, tuple(card.void_outputs)))
-    temperature = float(dcfg.get("temperature", 1.0))
+    temperature = float(dcfg["temperature"])
     teacher = Teacher(nets, student_normalization, temperature).to(device, channels_last)
-    return Distillation(teacher, build_distill_loss(dcfg.get("loss", "kl"), temperature), float(dcfg.get("weight", 1.0)),
-                        student_classes.ignore_index, dcfg.get("void", "drop"), dcfg.get("pixels", "labelled"))
+    return Distillation(teacher, build_distill_loss(dcfg["loss"], temperature), float(dcfg["weight"]),
+                        student_classes.ignore_index, dcfg["void"], dcfg["pixels"])
+
+
+def _distill_settings(dcfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A ``distill`` section with every unset (or null) key at its default from :data:`DEFAULTS`."""
+    given = dict(dcfg or {})
+    return {key: given[key] if given.get(key) is not None else default for key, default in DEFAULTS["distill"].items()}
 
 
 def _teacher_identity(spec: str) -> tuple[str, str | None]:
@@ -324,10 +331,11 @@ def describe_teacher(dcfg: Mapping[str, Any]) -> str | None:
     if not specs:
         return None
     named = [shown if digest is None else f"{shown} (sha256 {digest})" for shown, digest in map(_teacher_identity, specs)]
-    where = ", void pixels ignored" if dcfg.get("void", "drop") == "ignore" else ""
-    if dcfg.get("pixels", "labelled") == "correct":
+    dcfg = _distill_settings(dcfg)
+    where = ", void pixels ignored" if dcfg["void"] == "ignore" else ""
+    if dcfg["pixels"] == "correct":
         where += ", only where the teacher is right"
-    return f"{dcfg.get('loss', 'kl')} T={dcfg.get('temperature', 1.0)} weight={dcfg.get('weight', 1.0)}{where} from " + " + ".join(named)
+    return f"{dcfg['loss']} T={dcfg['temperature']} weight={dcfg['weight']}{where} from " + " + ".join(named)
 
 
 def same_teachers(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
@@ -404,10 +412,11 @@ def resume_conflicts(stored: Mapping[str, Any], config: Mapping[str, Any]) -> li
         out.append(f"distill.teacher: the run has {a.get('teacher')!r}, now {b.get('teacher')!r}")
     elif teacher_specs(a):
         # the same teachers with another loss, weight or pixel selection would train a different objective from epoch k on
-        for key, default in DEFAULTS["distill"].items():
+        a, b = _distill_settings(a), _distill_settings(b)
+        for key in DEFAULTS["distill"]:
             if key == "teacher":
                 continue
-            x, y = a.get(key, default), b.get(key, default)
+            x, y = a[key], b[key]
             if _setting(x) != _setting(y):
                 out.append(f"distill.{key}: the run has {x!r}, now {y!r}")
     return out
