@@ -303,3 +303,19 @@ def test_resume_takes_the_same_teacher_by_another_name_and_refuses_another_teach
     assert main(["train", "demo", *TINY, "train.epochs=2", f"distill.teacher=espnet-c@{teacher_file}", "distill.temperature=1",
                  "--quiet", "--out", str(out), "--resume"]) == 0
     assert load_checkpoint(out / "last.pt")["epoch"] == epoch + 1  # it went on for the one more epoch asked
+
+
+def test_unset_and_null_distill_settings_read_the_defaults(teacher_file):
+    """A stored run config whose distill section leaves keys out (older runs) or writes them as null compares equal,
+    on resume, to one spelling the defaults; records describe it with the defaults; another value still differs."""
+    from rtseg.config_defaults import DEFAULTS
+    from rtseg.engine.finetune import describe_teacher, resume_conflicts
+
+    spelled = {"distill": {**DEFAULTS["distill"], "teacher": str(teacher_file)}}
+    for stored in ({"distill": {"teacher": str(teacher_file)}},
+                   {"distill": {"teacher": str(teacher_file), "temperature": None, "void": None, "pixels": None}}):
+        assert resume_conflicts(stored, spelled) == [] and resume_conflicts(spelled, stored) == []
+        assert describe_teacher(stored["distill"]).startswith("kl T=1.0 weight=1.0 from ")
+    other = {"distill": {**spelled["distill"], "temperature": 2.0}}
+    assert resume_conflicts({"distill": {"teacher": str(teacher_file), "temperature": None}}, other) == [
+        "distill.temperature: the run has 1.0, now 2.0"]
