@@ -1,3 +1,4 @@
+import csv
 import json
 
 import pytest
@@ -44,6 +45,21 @@ def test_training_learns_and_writes_checkpoints(tmp_path):
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
     assert 0 <= summary["best_miou"] <= 1
     assert json.loads((tmp_path / "summary.json").read_text())["iterations"] == 6
+
+
+def test_metrics_csv_holds_each_class_iou_on_validated_epochs(tmp_path):
+    cfg = load_config("demo", TINY + ["train.epochs=3", "train.val_every=2"])
+    summary = train(cfg, tmp_path, progress=False)
+    with (tmp_path / "metrics.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    final = summary["final"]["per_class_iou"]
+    columns = [f"val_iou/{name}" for name in final]
+    assert len(final) == 19 and all(c in rows[0] for c in columns)  # the synthetic scenes have Cityscapes classes
+    assert [r["val_miou"] != "" for r in rows] == [False, True, True]
+    assert all(rows[0][c] == "" for c in columns)  # epoch 1 was not validated
+    logged = {name: (float(rows[-1][f"val_iou/{name}"]) if rows[-1][f"val_iou/{name}"] else None) for name in final}
+    assert logged == final and any(v is not None for v in logged.values())
+    assert all(0.0 <= float(r[c]) <= 1.0 for r in rows[1:] for c in columns if r[c] != "")
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):

@@ -44,7 +44,8 @@ class Callback:
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
         """After ``epoch``, before its checkpoint: ``metrics`` is its metrics.csv row (``epoch``, ``train_loss``, ``lr``,
-        ``images_per_s``, ``epoch_s``, and ``val_miou`` / ``val_pixel_accuracy`` when it was validated)."""
+        ``images_per_s``, ``epoch_s``, and when it was validated ``val_miou``, ``val_pixel_accuracy`` and one
+        ``val_iou/CLASS`` per class, None for a class absent from the validation labels)."""
 
     def on_checkpoint(self, trainer: Trainer, epoch: int, path: Path) -> None:
         """After a checkpoint of ``epoch`` was written to ``path`` (``last.pt`` each epoch, ``best.pt`` when it improved);

@@ -346,6 +346,8 @@ class Trainer:
             if (epoch + 1) % val_every == 0 or epoch + 1 == self.epochs:
                 last_metrics = self.validate()
                 row.update(val_miou=last_metrics["miou"], val_pixel_accuracy=last_metrics["pixel_accuracy"])
+                # per-class curves: a thin class can stall while the mean still rises (the zoo's pole)
+                row.update({f"val_iou/{name}": iou for name, iou in last_metrics["per_class_iou"].items()})
                 self.schedule.observe(last_metrics["miou"])
                 self.callbacks.call("on_validation", self, epoch, last_metrics)
             self.history.append(row)
