@@ -141,3 +141,18 @@ def test_record_deployment_writes_only_the_named_rounds_entries(tmp_path):
     assert v2["openvino-int8"]["pass"] is True and v2["torch-bf16"]["pass"] is False
     assert "0.6851" in v2["openvino-int8"]["measured"] and "test cpu" in v2["openvino-int8"]["measured"]
     assert json.loads(index.read_text()) == written
+
+
+def test_set_default_moves_the_mark_within_one_model_and_refuses_unpublished_tags(tmp_path):
+    index = tmp_path / "index.json"
+    index.write_text(json.dumps({"essnet-b-dg2": {"tag": "camvid"}, "essnet-b-dg2@camvid-v4": {"tag": "camvid-v4"},
+                                 "essnet-b-dg2@camvid-v5": {"tag": "camvid-v5", "default": True},
+                                 "fplnet@camvid-v5": {"tag": "camvid-v5", "default": True}}))
+    tool = load_script(ROOT / "tools" / "publish_zoo.py")
+    written = tool.set_default("essnet-b-dg2@camvid-v4", index_path=index)
+    assert [k for k, v in written.items() if v.get("default")] == ["essnet-b-dg2@camvid-v4", "fplnet@camvid-v5"]
+    assert json.loads(index.read_text()) == written
+    assert tool.set_default("essnet-b-dg2@camvid", index_path=index)["essnet-b-dg2"]["default"] is True  # the first round's key
+    with pytest.raises(SystemExit, match="essnet-b-dg2@camvid-v9: not in index.json; published for essnet-b-dg2: "
+                                         "essnet-b-dg2@camvid, essnet-b-dg2@camvid-v4, essnet-b-dg2@camvid-v5"):
+        tool.set_default("essnet-b-dg2@camvid-v9", index_path=index)

@@ -112,13 +112,36 @@ def main(argv: list[str] | None = None) -> int:
     key = model if args.tag == "camvid" else f"{model}@{args.tag}"
     index[key] = {"file": target.name, "tag": args.tag, "sha256": sha256_of(target), "storage": chosen, "run": curve_summary(args.run)}
     if args.default:
-        for k, item in index.items():
-            if k.split("@")[0] == model:
-                item.pop("default", None)
-        index[key]["default"] = True
+        mark_default(index, key)
     index_path.write_text(json.dumps(dict(sorted(index.items())), indent=1) + "\n")
     print(f"published {target.relative_to(REPO)} ({target.stat().st_size / 2**20:.1f} MiB, {chosen}); val mIoU {metrics.miou:.4f}")
     return 0
+
+
+def mark_default(index: dict, key: str) -> None:
+    """Make ``key`` (``MODEL`` for the ``camvid`` tag, else ``MODEL@TAG``) its model's only default entry."""
+    model = key.split("@")[0]
+    for k, item in index.items():
+        if k.split("@")[0] == model:
+            item.pop("default", None)
+    index[key]["default"] = True
+
+
+def set_default(weights: str, index_path: Path = ZOO_DIR / "index.json") -> dict:
+    """Move a model's default to weights already published (``MODEL@TAG``), e.g. back to an earlier round; the files
+    and their cards stay as they are.
+
+        python tools/publish_zoo.py --set-default essnet-b-dg2@camvid-v4
+    """
+    model, _, tag = weights.partition("@")
+    key = model if tag in ("", "camvid") else weights
+    index = json.loads(index_path.read_text())
+    if key not in index:
+        published = ", ".join(k if "@" in k else f"{k}@camvid" for k in sorted(index) if k.split("@")[0] == model) or "none"
+        raise SystemExit(f"--set-default {weights}: not in {index_path.name}; published for {model}: {published}")
+    mark_default(index, key)
+    index_path.write_text(json.dumps(dict(sorted(index.items())), indent=1) + "\n")
+    return index
 
 
 def record_deployment(results: Path, index_path: Path = ZOO_DIR / "index.json", tag: str = "camvid") -> dict:
@@ -155,5 +178,10 @@ if __name__ == "__main__":
         if not recorded.results.is_file():
             recorder.error(f"{recorded.results}: no such file (write it with benchmarks/precision_camvid.py --json)")
         record_deployment(recorded.results, tag=recorded.tag)
+        raise SystemExit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "--set-default":
+        chooser = argparse.ArgumentParser(prog="publish_zoo.py --set-default", description="make published weights their model's default")
+        chooser.add_argument("weights", help="MODEL@TAG, e.g. essnet-b-dg2@camvid-v4")
+        set_default(chooser.parse_args(sys.argv[2:]).weights)
         raise SystemExit(0)
     raise SystemExit(main())
