@@ -109,13 +109,23 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(tmp / "final.safetensors", target)
     index_path = ZOO_DIR / "index.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
-    key = model if args.tag == "camvid" else f"{model}@{args.tag}"
+    key = index_key(model, args.tag)
     index[key] = {"file": target.name, "tag": args.tag, "sha256": sha256_of(target), "storage": chosen, "run": curve_summary(args.run)}
     if args.default:
         mark_default(index, key)
-    index_path.write_text(json.dumps(dict(sorted(index.items())), indent=1) + "\n")
+    write_index(index_path, index)
     print(f"published {target.relative_to(REPO)} ({target.stat().st_size / 2**20:.1f} MiB, {chosen}); val mIoU {metrics.miou:.4f}")
     return 0
+
+
+def index_key(model: str, tag: str) -> str:
+    """The entry of ``model``'s ``tag`` in index.json: the model's name for the first round (``camvid``), else ``MODEL@TAG``."""
+    return model if tag == "camvid" else f"{model}@{tag}"
+
+
+def write_index(index_path: Path, index: dict) -> None:
+    """index.json with its entries sorted, so a republished round changes only its own lines."""
+    index_path.write_text(json.dumps(dict(sorted(index.items())), indent=1) + "\n")
 
 
 def mark_default(index: dict, key: str) -> None:
@@ -134,13 +144,13 @@ def set_default(weights: str, index_path: Path = ZOO_DIR / "index.json") -> dict
         python tools/publish_zoo.py --set-default essnet-b-dg2@camvid-v4
     """
     model, _, tag = weights.partition("@")
-    key = model if tag in ("", "camvid") else weights
+    key = index_key(model, tag or "camvid")
     index = json.loads(index_path.read_text())
     if key not in index:
         published = ", ".join(k if "@" in k else f"{k}@camvid" for k in sorted(index) if k.split("@")[0] == model) or "none"
         raise SystemExit(f"--set-default {weights}: not in {index_path.name}; published for {model}: {published}")
     mark_default(index, key)
-    index_path.write_text(json.dumps(dict(sorted(index.items())), indent=1) + "\n")
+    write_index(index_path, index)
     return index
 
 
@@ -156,7 +166,7 @@ def record_deployment(results: Path, index_path: Path = ZOO_DIR / "index.json", 
     index = json.loads(index_path.read_text())
     records = json.loads(results.read_text())
     for r in records:
-        key = r["model"] if tag == "camvid" else f"{r['model']}@{tag}"
+        key = index_key(r["model"], tag)
         if key not in index or r.get("weights") != tag:
             continue
         measured = (f"{r['data']} {r['split']}, {r['images']} images at {r['size'][0]}x{r['size'][1]}, mIoU against fp32 eager "
@@ -164,7 +174,7 @@ def record_deployment(results: Path, index_path: Path = ZOO_DIR / "index.json", 
                     "benchmarks/precision_camvid.py")
         index[key]["deployment"] = {RECORDED_NAMES[k]: {"miou_change": round(p["miou_change"], 5), "goal": p["goal"], "pass": bool(p["pass"]),
                                                         "measured": measured} for k, p in r["paths"].items() if k in RECORDED_NAMES}
-    index_path.write_text(json.dumps(dict(sorted(index.items())), indent=1) + "\n")
+    write_index(index_path, index)
     return index
 
 
