@@ -31,23 +31,11 @@ import torch.nn as nn
 
 
 def reestimate_bn(model: nn.Module, batches) -> int:
-    """Replace every BatchNorm layer's running statistics by their cumulative average over ``batches`` (images
-    only); dropout and the weights are untouched. Returns the number of BatchNorm layers."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches seen
-    model.eval()
-    for m in norms:
-        m.train()
-    with torch.inference_mode():
-        for images in batches:
-            model(images)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    model.eval()
-    return len(norms)
+    """The trainer's own re-estimation (``train.ema_bn=reestimate``): every BatchNorm layer's statistics replaced by
+    their average over ``batches``, dropout off, weights untouched. Returns the number of BatchNorm layers."""
+    from rtseg.engine.ema import reestimate_batchnorm
+
+    return reestimate_batchnorm(model, batches)
 
 
 def training_batches(model: nn.Module, root: str, count: int, batch_size: int, seed: int):

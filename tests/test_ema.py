@@ -80,3 +80,37 @@ def test_resume_with_another_decay_is_refused():
     ema = ModelEMA(_tiny(), 0.99)
     with pytest.raises(ValueError, match="train.ema=0.999.*0.99"):
         ModelEMA(_tiny(), 0.999).load_state_dict(ema.state_dict())
+
+
+def test_average_mode_averages_the_running_statistics_and_copies_counters():
+    model = _tiny().train()
+    ema = ModelEMA(model, 0.9, bn="average")
+    before = ema.module.state_dict()["1.running_mean"].clone()
+    _step(model, torch.optim.SGD(model.parameters(), lr=0.5), 1)
+    ema.update(model)
+    live, avg = model.state_dict(), ema.module.state_dict()
+    assert torch.allclose(avg["1.running_mean"], 0.9 * before + 0.1 * live["1.running_mean"], atol=1e-7)
+    assert not torch.allclose(avg["1.running_mean"], live["1.running_mean"])
+    assert int(avg["1.num_batches_tracked"]) == 1
+
+
+def test_bad_bn_mode_is_refused_naming_the_key():
+    with pytest.raises(ValueError, match="train.ema_bn='mean'.*reestimate"):
+        ModelEMA(_tiny(), 0.9, bn="mean")
+
+
+def test_reestimate_batchnorm_averages_over_batches_and_keeps_named_parts():
+    from rtseg.engine.ema import reestimate_batchnorm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)), nn.Dropout(0.5))
+    held = model[0].running_mean.clone()
+    batches = [torch.randn(4, 3, 5, 5) * 2 + 1 for _ in range(3)]
+    assert reestimate_batchnorm(model, iter(batches), keep=["0"]) == 1
+    assert torch.equal(model[0].running_mean, held)  # the kept (frozen) layer did not move
+    with torch.no_grad():
+        feats = torch.cat([model[1][0](b) for b in batches])
+    # the plain average over equal-sized batches of each batch's mean: the mean over all images
+    assert torch.allclose(model[1][1].running_mean, feats.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert model[1][1].momentum == 0.1 and not model.training and not model[2].training
+    assert reestimate_batchnorm(nn.Conv2d(3, 3, 1), iter([])) == 0

@@ -106,3 +106,33 @@ def test_bad_aux_stage_is_a_config_error_naming_the_key(tmp_path):
 
     with pytest.raises(ConfigError, match="model.aux_heads.0.stage"):
         Trainer(load_config("demo", AUX[:-1] + ["model.aux_heads=[{stage: nowhere}]"]), tmp_path, progress=False)
+
+
+def test_ema_bn_reestimate_scores_the_average_with_its_own_statistics_and_leaves_training_alone(tmp_path):
+    runs = {}
+    for mode in ("reestimate", "copy"):
+        t = Trainer(load_config("demo", EMA + ["train.epochs=1", f"train.ema_bn={mode}", "train.ema_bn_batches=2"]), tmp_path / mode, progress=False)
+        t.run()
+        runs[mode] = t
+    re, cp = runs["reestimate"], runs["copy"]
+    # the trained network and its average's weights are the same: the re-estimation drew on no stream of the run
+    for k, v in cp.model.state_dict().items():
+        assert torch.equal(v, re.model.state_dict()[k]), k
+    avg_re, avg_cp, live = re.ema.module.state_dict(), cp.ema.module.state_dict(), re.model.state_dict()
+    means = [k for k in avg_re if k.endswith("running_mean")]
+    assert means and all(torch.equal(avg_cp[k], live[k]) for k in means)  # copy: the live network's statistics
+    assert any(not torch.allclose(avg_re[k], live[k]) for k in means)  # reestimate: the average's own
+    best = load_checkpoint(tmp_path / "reestimate" / "best.pt")
+    assert all(torch.equal(best["model_state"][k], avg_re[k]) for k in means)  # what was scored is what was saved
+    # the same epoch re-estimates to the same statistics (torchrun processes agree), and scores the recorded mIoU
+    assert re.reestimate_ema_statistics(0) == 2 * 4
+    assert all(torch.equal(re.ema.module.state_dict()[k], avg_re[k]) for k in means)
+    assert re.validate()["miou"] == pytest.approx(best["metrics"]["miou"])
+    assert cp.reestimate_ema_statistics(0) == 0
+
+
+def test_bad_ema_bn_is_a_config_error_naming_the_key():
+    from rtseg.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.ema_bn"):
+        load_config("demo", EMA + ["train.ema_bn=sometimes"])

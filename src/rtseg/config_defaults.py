@@ -106,6 +106,10 @@ DEFAULTS: dict[str, Any] = {
         "sync_bn": False,  # torchrun runs: convert BatchNorm to SyncBatchNorm
         "tensorboard": "auto",  # true | false | auto (log to OUT/tensorboard when tensorboard is installed)
         "ema": None,  # None (off) | decay, e.g. 0.9995: an exponential moving average of the weights (rtseg.engine.ema)
+        # the average's BatchNorm statistics: reestimate (from ema_bn_batches training batches before each validation),
+        # average (with the same decay) or copy (the live network's; what runs before ema_bn existed did)
+        "ema_bn": "reestimate",
+        "ema_bn_batches": 20,
         # parts kept fixed (no gradient, BatchNorm statistics held): family aliases (encoder) or module paths, for the
         # first freeze_epochs epochs or, with freeze_epochs null, the whole run
         "freeze": None,

@@ -296,6 +296,8 @@ SCHEMA: dict[str, Any] = {
         "sync_bn": boolean(),
         "tensorboard": choice(True, False, "auto", "off", None),
         "ema": number(lo=0, hi=1, lo_open=True, hi_open=True, nullable=True),
+        "ema_bn": choice("reestimate", "average", "copy"),
+        "ema_bn_batches": integer(1, 100_000),
         "freeze": list_of(text(non_empty=True), "part names or module paths (e.g. [encoder])", nullable=True),
         "freeze_epochs": integer(1, nullable=True),
     },

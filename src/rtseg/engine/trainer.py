@@ -24,7 +24,7 @@ from rtseg.engine.callbacks import Callback, CallbackList
 from rtseg.engine.compiled_step import compile_for_training, resolve_train_compile
 from rtseg.engine.distributed import DistributedContext
 from rtseg.engine.loggers import build_loggers, write_summary
-from rtseg.engine.ema import ModelEMA
+from rtseg.engine.ema import ModelEMA, reestimate_batchnorm
 from rtseg.engine.finetune import (
     Freezer, build_teacher, describe_teacher, load_start_aux_heads, load_start_weights, resolve_start_weights, start_config,
 )
@@ -171,7 +171,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.grad_scaling)
         # train.ema: the average starts from the prepared network (after SyncBN conversion and memory layout)
         try:
-            self.ema = ModelEMA(self.model, tcfg["ema"]) if tcfg.get("ema") is not None else None
+            self.ema = ModelEMA(self.model, tcfg["ema"], tcfg.get("ema_bn", "copy")) if tcfg.get("ema") is not None else None
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
 
@@ -313,6 +313,30 @@ class Trainer:
         """The weights validation scores and best.pt holds: the EMA average when ``train.ema`` is on, else the network."""
         return self.ema.module if self.ema is not None else self.model
 
+    def reestimate_ema_statistics(self, epoch: int) -> int:
+        """``train.ema_bn=reestimate``: the average's BatchNorm statistics recomputed from ``train.ema_bn_batches``
+        training batches, so validation and best.pt score one consistent network. The images are drawn by a
+        generator of their own, fixed by (seed, epoch), and augmented as that epoch's: the run's random streams are
+        untouched (resume stays exact) and every process of a torchrun run computes the same statistics. Returns
+        the number of images used (0 when there is nothing to re-estimate)."""
+        if self.ema is None or self.ema.bn != "reestimate":
+            return 0
+        tcfg = self.config["train"]
+        count, size = int(tcfg.get("ema_bn_batches", 20)), self.batch_size
+        base, scales = len(self.train_set.base), len(self.train_set.crop_sizes or [None])
+        generator = torch.Generator().manual_seed(int(tcfg["seed"]) * 1_000_003 + epoch)
+        self.train_set.epoch = epoch
+
+        def batches():
+            for b in range(count):
+                # one crop size per batch (multi-scale recipes): batch b takes the sizes in turn
+                picks = torch.randint(base, (size,), generator=generator).tolist()
+                offset = (b % scales) * base
+                yield torch.stack([self.train_set[offset + i][0] for i in picks]).to(self.device)
+
+        keep = self.freezer.paths if self.freezer.frozen else ()  # frozen parts hold their statistics
+        return count * size if reestimate_batchnorm(self.ema.module, batches(), keep) else 0
+
     def validate(self) -> dict[str, Any]:
         loader = self._loader(self.val_set, False, 0)
         ecfg = self.config.get("eval") or {}
@@ -344,6 +368,7 @@ class Trainer:
             self.callbacks.call("on_epoch_start", self, epoch)
             row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch)}
             if (epoch + 1) % val_every == 0 or epoch + 1 == self.epochs:
+                self.reestimate_ema_statistics(epoch)
                 last_metrics = self.validate()
                 row.update(val_miou=last_metrics["miou"], val_pixel_accuracy=last_metrics["pixel_accuracy"])
                 # per-class curves: a thin class can stall while the mean still rises (the zoo's pole)
