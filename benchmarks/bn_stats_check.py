@@ -1,7 +1,8 @@
 """How much of a published network's val mIoU rests on the BatchNorm statistics it happens to carry.
 
-The trainer's moving average of the weights (``train.ema``) copies the BatchNorm running statistics from the live
-network at each step: they describe the live weights, not the averaged ones that are scored and shipped. This script
+With ``train.ema_bn=copy`` (what the zoo's averaged rounds ran with, before ``train.ema_bn=reestimate`` became the
+default), the trainer's moving average of the weights copies the BatchNorm running statistics from the live network at
+each step: they describe the live weights, not the averaged ones that are scored and shipped. This script
 re-estimates them for the shipped weights, from training images only, and scores the result on the val split:
 
 - for each of ``--repeats`` draws, ``--batches`` batches of ``--batch-size`` training images, augmented with the
