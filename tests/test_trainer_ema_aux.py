@@ -115,6 +115,8 @@ def test_ema_bn_reestimate_scores_the_average_with_its_own_statistics_and_leaves
         t.run()
         runs[mode] = t
     re, cp = runs["reestimate"], runs["copy"]
+    assert "re-estimated from 2 training batches before each validation (train.ema_bn=reestimate)" in "\n".join(re.start_lines())
+    assert "copied from the trained network (train.ema_bn=copy)" in "\n".join(cp.start_lines())
     # the trained network and its average's weights are the same: the re-estimation drew on no stream of the run
     for k, v in cp.model.state_dict().items():
         assert torch.equal(v, re.model.state_dict()[k]), k

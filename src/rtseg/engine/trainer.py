@@ -421,6 +421,10 @@ class Trainer:
             lines.append(self.freezer.describe())
         if self.distill is not None:
             lines.append(f"distilling from {describe_teacher(self.config['distill'])}")
+        if self.ema is not None:
+            bn = {"reestimate": f"re-estimated from {self.config['train'].get('ema_bn_batches', 20)} training batches before each validation",
+                  "average": "averaged with the weights", "copy": "copied from the trained network"}[self.ema.bn]
+            lines.append(f"validating a moving average of the weights (train.ema={self.ema.decay}); its BatchNorm statistics {bn} (train.ema_bn={self.ema.bn})")
         return lines
 
     def _card(self, epoch: int, metrics: dict[str, Any] | None) -> ModelCard:
