@@ -156,3 +156,19 @@ def test_set_default_moves_the_mark_within_one_model_and_refuses_unpublished_tag
     with pytest.raises(SystemExit, match="essnet-b-dg2@camvid-v9: not in index.json; published for essnet-b-dg2: "
                                          "essnet-b-dg2@camvid, essnet-b-dg2@camvid-v4, essnet-b-dg2@camvid-v5"):
         tool.set_default("essnet-b-dg2@camvid-v9", index_path=index)
+
+
+def test_card_note_says_which_batchnorm_statistics_an_averaged_round_ships():
+    from types import SimpleNamespace
+    notes = load_script(ROOT / "tools" / "publish_zoo.py").run_notes
+
+    def card(train):
+        return SimpleNamespace(training=SimpleNamespace(start_weights="wspdnet/camvid (sha256 ab)", teacher=None,
+                                                        config={"train": train}))
+
+    reestimated = notes(card({"ema": 0.995, "ema_bn": "reestimate", "ema_bn_batches": 20}))
+    assert "moving average of the trained ones (train.ema 0.995)" in reestimated
+    assert "BatchNorm statistics re-estimated from 20 training batches" in reestimated
+    copied = notes(card({"ema": 0.995, "ema_bn": "copy"}))  # the rounds from before train.ema_bn
+    assert "train.ema 0.995" in copied and "BatchNorm" not in copied
+    assert "moving average" not in notes(card({"ema": None}))

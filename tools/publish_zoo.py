@@ -36,9 +36,14 @@ def run_notes(card) -> str:
         parts.append(f"continued from {t.start_weights} (itself trained from scratch by rtseg)")
     if t.teacher:
         parts.append(f"distilled from {t.teacher}")
-    decay = ((t.config or {}).get("train") or {}).get("ema")
-    if decay is not None:
-        parts.append(f"the shipped weights are an exponential moving average of the trained ones (train.ema {decay})")
+    train = (t.config or {}).get("train") or {}
+    if train.get("ema") is not None:
+        average = f"the shipped weights are an exponential moving average of the trained ones (train.ema {train['ema']})"
+        # runs from before train.ema_bn copied the live network's statistics; say which kind of statistics ship
+        if train.get("ema_bn") == "reestimate":
+            average += (f", its BatchNorm statistics re-estimated from {train.get('ema_bn_batches', 20)} training "
+                        "batches before the validation that chose it")
+        parts.append(average)
     return "; ".join(parts)
 
 

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from rtseg.card import Metrics, ModelCard, TrainingRecord, card_of, hardware_description
 from rtseg.io import CheckpointError, load_checkpoint, load_weights, save_checkpoint, save_weights
 from rtseg.config import ConfigError, dump_config, yaml_load
+from rtseg.config_defaults import DEFAULTS
 from rtseg.data.datasets import build_dataset, dataset_classes
 from rtseg.data.labels import CITYSCAPES_CATEGORIES
 from rtseg.data.memory import maybe_in_memory
@@ -171,7 +172,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.grad_scaling)
         # train.ema: the average starts from the prepared network (after SyncBN conversion and memory layout)
         try:
-            self.ema = ModelEMA(self.model, tcfg["ema"], tcfg.get("ema_bn", "copy")) if tcfg.get("ema") is not None else None
+            self.ema = ModelEMA(self.model, tcfg["ema"], tcfg.get("ema_bn", DEFAULTS["train"]["ema_bn"])) if tcfg.get("ema") is not None else None
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
 
@@ -322,7 +323,7 @@ class Trainer:
         if self.ema is None or self.ema.bn != "reestimate":
             return 0
         tcfg = self.config["train"]
-        count, size = int(tcfg.get("ema_bn_batches", 20)), self.batch_size
+        count, size = int(tcfg.get("ema_bn_batches", DEFAULTS["train"]["ema_bn_batches"])), self.batch_size
         base, scales = len(self.train_set.base), len(self.train_set.crop_sizes or [None])
         generator = torch.Generator().manual_seed(int(tcfg["seed"]) * 1_000_003 + epoch)
         self.train_set.epoch = epoch
@@ -422,7 +423,7 @@ class Trainer:
         if self.distill is not None:
             lines.append(f"distilling from {describe_teacher(self.config['distill'])}")
         if self.ema is not None:
-            bn = {"reestimate": f"re-estimated from {self.config['train'].get('ema_bn_batches', 20)} training batches before each validation",
+            bn = {"reestimate": f"re-estimated from {self.config['train'].get('ema_bn_batches', DEFAULTS['train']['ema_bn_batches'])} training batches before each validation",
                   "average": "averaged with the weights", "copy": "copied from the trained network"}[self.ema.bn]
             lines.append(f"validating a moving average of the weights (train.ema={self.ema.decay}); its BatchNorm statistics {bn} (train.ema_bn={self.ema.bn})")
         return lines
