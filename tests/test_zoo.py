@@ -44,6 +44,11 @@ def test_published_weights_load_and_match_their_card(entry):
     # weights averaged during training say so (a user fine-tuning them should know they are not one step's)
     ema = ((card.training.config or {}).get("train") or {}).get("ema")
     assert ("exponential moving average" in card.notes) == (ema is not None), card.notes
+    # a continued round names the zoo file it started from by a SHA-256 that a shipped file still has (republishing
+    # that file with a new card would break the chain of provenance and of the compute the table sums)
+    if card.training.start_weights:
+        start_sha = re.search(r"sha256 ([0-9a-f]{64})", card.training.start_weights).group(1)
+        assert start_sha in {e.sha256 for e in ZOO}, f"{entry.model}@{entry.tag} started from {card.training.start_weights}"
     (metric,) = card.metrics
     assert metric.dataset == "camvid" and metric.split == "val" and metric.images == 101
     assert set(metric.per_class_iou) == set(CAMVID.names)
