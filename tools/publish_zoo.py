@@ -38,10 +38,11 @@ def run_notes(card) -> str:
         parts.append(f"distilled from {t.teacher}")
     train = (t.config or {}).get("train") or {}
     if train.get("ema") is not None:
+        from rtseg.config_defaults import DEFAULTS
         average = f"the shipped weights are an exponential moving average of the trained ones (train.ema {train['ema']})"
         # runs from before train.ema_bn copied the live network's statistics; say which kind of statistics ship
         if train.get("ema_bn") == "reestimate":
-            average += (f", its BatchNorm statistics re-estimated from {train.get('ema_bn_batches', 20)} training "
+            average += (f", its BatchNorm statistics re-estimated from {train.get('ema_bn_batches', DEFAULTS['train']['ema_bn_batches'])} training "
                         "batches before the validation that chose it")
         parts.append(average)
     return "; ".join(parts)

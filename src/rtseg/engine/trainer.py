@@ -173,6 +173,7 @@ class Trainer:
         # train.ema: the average starts from the prepared network (after SyncBN conversion and memory layout)
         try:
             self.ema = ModelEMA(self.model, tcfg["ema"], tcfg.get("ema_bn", DEFAULTS["train"]["ema_bn"])) if tcfg.get("ema") is not None else None
+            self.ema_bn_batches = int(tcfg.get("ema_bn_batches", DEFAULTS["train"]["ema_bn_batches"]))
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
 
@@ -323,7 +324,7 @@ class Trainer:
         if self.ema is None or self.ema.bn != "reestimate":
             return 0
         tcfg = self.config["train"]
-        count, size = int(tcfg.get("ema_bn_batches", DEFAULTS["train"]["ema_bn_batches"])), self.batch_size
+        count, size = self.ema_bn_batches, self.batch_size
         base, scales = len(self.train_set.base), len(self.train_set.crop_sizes or [None])
         generator = torch.Generator().manual_seed(int(tcfg["seed"]) * 1_000_003 + epoch)
         self.train_set.epoch = epoch
@@ -423,7 +424,7 @@ class Trainer:
         if self.distill is not None:
             lines.append(f"distilling from {describe_teacher(self.config['distill'])}")
         if self.ema is not None:
-            bn = {"reestimate": f"re-estimated from {self.config['train'].get('ema_bn_batches', DEFAULTS['train']['ema_bn_batches'])} training batches before each validation",
+            bn = {"reestimate": f"re-estimated from {self.ema_bn_batches} training batches before each validation",
                   "average": "averaged with the weights", "copy": "copied from the trained network"}[self.ema.bn]
             lines.append(f"validating a moving average of the weights (train.ema={self.ema.decay}); its BatchNorm statistics {bn} (train.ema_bn={self.ema.bn})")
         return lines
